@@ -1,0 +1,456 @@
+"""The config model: one TOML file, validated at load, every default a named value.
+
+Like blackbox_exporter's config, unknown keys are refused and every error names the
+file, the key path and the reason (``examples/demo.toml: gateways[0].timeouts.conect:
+unknown key``). Secrets are never stored here: a gateway names the environment variable
+or file that holds its key, and `GatewayConfig.api_key()` reads it at call time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from aione_probe.cost import Price
+from aione_probe.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+DEFAULT_STORAGE_URL = "sqlite:///aione-probe.db"
+DEFAULT_LISTEN = "127.0.0.1:9464"
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30 or '30s', got a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    else:
+        raise ValueError(
+            f"expected a duration such as 30, '500ms', '30s', '5m', '1h', got {value!r}"
+        )
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Model):
+    """Per-phase deadlines in seconds."""
+
+    connect: Duration = 10.0
+    first_token: Duration = 60.0
+    idle: Duration = 30.0
+    total: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Timeouts:
+        if min(self.connect, self.first_token, self.idle, self.total) <= 0:
+            raise ValueError("every timeout must be greater than zero")
+        if self.first_token > self.total:
+            raise ValueError("first_token cannot exceed total")
+        return self
+
+
+class RetryPolicy(_Model):
+    """Retries for 429 and 5xx: attempts include the first; delays in seconds."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    base_delay: Duration = 1.0
+    max_delay: Duration = 30.0
+
+
+class Limits(_Model):
+    """Caps that keep a hostile or broken gateway from exhausting memory."""
+
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_event_bytes: int = Field(default=1024 * 1024, ge=256)
+    max_events: int = Field(default=100_000, ge=1)
+
+
+class Discovery(_Model):
+    """Which models from ``GET /v1/models`` to probe when `models` is not set."""
+
+    include: list[str] = ["*"]
+    exclude: list[str] = []
+    max_models: int = Field(default=20, ge=1, le=1000)
+
+    def select(self, ids: list[str]) -> list[str]:
+        """Apply include/exclude patterns and the hard cap, keeping the server's order."""
+        chosen = [
+            i
+            for i in ids
+            if any(fnmatch.fnmatchcase(i, p) for p in self.include)
+            and not any(fnmatch.fnmatchcase(i, p) for p in self.exclude)
+        ]
+        return chosen[: self.max_models]
+
+
+class ManagementConfig(_Model):
+    """A gateway's management API (AIone's usage dashboard), for reconciliation."""
+
+    base_url: str
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    range_days: int = Field(default=1, ge=1, le=90)
+
+    def api_key(self) -> str | None:
+        """The management key, read now from the environment or the file."""
+        return _read_secret(self.api_key_env, self.api_key_file)
+
+
+class GatewayConfig(_Model):
+    """One gateway: where it is, how to authenticate, how hard to push it."""
+
+    name: str
+    base_url: str
+    protocol: Literal["openai", "anthropic"] = "openai"
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    auth: Literal["bearer", "x-api-key"] | None = None
+    anthropic_version: str = "2023-06-01"
+    headers: dict[str, str] = {}
+    timeouts: Timeouts = Timeouts()
+    max_concurrency: int = Field(default=4, ge=1, le=512)
+    requests_per_minute: int | None = Field(default=60, ge=1)
+    http2: bool = False
+    retries: RetryPolicy = RetryPolicy()
+    limits: Limits = Limits()
+    models: list[str] | None = None
+    discovery: Discovery = Discovery()
+    management: ManagementConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be lowercase letters, digits, '-', '_' or '.' (a metric label)")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must start with http:// or https:// and name a host")
+        return v.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if key.lower() in ("authorization", "x-api-key"):
+                raise ValueError(f"{key!r} must not be set here: use api_key_env or api_key_file")
+        return v
+
+    @model_validator(mode="after")
+    def _key_source(self) -> GatewayConfig:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("set api_key_env or api_key_file, not both")
+        if self.models is not None and not self.models:
+            raise ValueError("models is empty: list models or remove the key to discover them")
+        return self
+
+    @property
+    def auth_scheme(self) -> str:
+        """How the key is sent: Bearer for OpenAI, x-api-key for Anthropic unless set."""
+        if self.auth:
+            return self.auth
+        return "x-api-key" if self.protocol == "anthropic" else "bearer"
+
+    def api_key(self) -> str | None:
+        """The API key, read now from the environment or the file (None if none is set)."""
+        return _read_secret(self.api_key_env, self.api_key_file)
+
+
+class SuiteConfig(_Model):
+    """A scheduled suite: which probe file, how often, against which targets."""
+
+    file: str
+    name: str | None = None
+    interval: Duration | None = None
+    cron: str | None = None
+    jitter: Duration = 0.0
+    gateways: list[str] = []
+    models: list[str] = []
+    enabled: bool = True
+    cheap_only: bool = False
+
+    @model_validator(mode="after")
+    def _schedule(self) -> SuiteConfig:
+        if (self.interval is None) == (self.cron is None):
+            raise ValueError("set exactly one of interval or cron")
+        if self.interval is not None and self.interval < 1:
+            raise ValueError("interval must be at least 1 second")
+        if self.cron is not None and len(self.cron.split()) != 5:
+            raise ValueError("cron must have five fields: minute hour day month weekday")
+        return self
+
+    @property
+    def job_name(self) -> str:
+        """The suite's name in jobs and metrics: `name`, or the file's stem."""
+        return self.name or Path(self.file).stem
+
+    def covers(self, gateway: str, model: str) -> bool:
+        """Whether this suite runs against (gateway, model)."""
+        if self.gateways and gateway not in self.gateways:
+            return False
+        return not self.models or any(fnmatch.fnmatchcase(model, p) for p in self.models)
+
+
+class PriceConfig(_Model):
+    """Prices per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    currency: str = "USD"
+
+
+class Budget(_Model):
+    """Spend cap per gateway per UTC day (None: no cap)."""
+
+    daily_cap: float | None = Field(default=None, ge=0)
+    per_gateway: dict[str, float] = {}
+    currency: str = "USD"
+
+    def cap_for(self, gateway: str) -> float | None:
+        """The cap that applies to `gateway`."""
+        return self.per_gateway.get(gateway, self.daily_cap)
+
+
+class Storage(_Model):
+    """Where observations live: a SQLAlchemy URL (SQLite file by default)."""
+
+    url: str = DEFAULT_STORAGE_URL
+
+
+class Server(_Model):
+    """The HTTP endpoint for /metrics, /healthz and the latest report."""
+
+    listen: str = DEFAULT_LISTEN
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
+        return v
+
+    @property
+    def host(self) -> str:
+        """Host part of `listen`."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """Port part of `listen`."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class Reports(_Model):
+    """Where HTML reports are written, and the default period they cover."""
+
+    dir: str = "reports"
+    period: Duration = 7 * 86400.0
+
+
+class ReferencePair(_Model):
+    """Compare (gateway, model) with the same model behind a trusted endpoint."""
+
+    gateway: str
+    model: str
+    reference_gateway: str
+    reference_model: str | None = None
+
+
+class AuthenticityConfig(_Model):
+    """Settings of the authenticity verdicts."""
+
+    alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    window: Duration = 7 * 86400.0
+    references: list[ReferencePair] = []
+
+
+class DriftConfig(_Model):
+    """Settings of the quality and latency drift verdicts.
+
+    `alpha` is the family-wise error rate of one evaluation of one target (Holm across its
+    suites and metrics). Evaluations repeat after every analysis pass on overlapping
+    windows, so it is set well below the target of at most one false alarm per model per
+    quarter; `bench/drift.py` measures the resulting rate.
+    """
+
+    alpha: float = Field(default=0.001, gt=0, lt=0.5)
+    window: Duration = 86400.0
+    min_runs: int = Field(default=6, ge=1)
+    auto_baseline_runs: int = Field(default=24, ge=1)
+
+
+class Config(_Model):
+    """The whole configuration."""
+
+    path: Path = Path("<memory>")
+    probes_dir: str = "probes"
+    gateways: list[GatewayConfig]
+    suites: list[SuiteConfig] = []
+    pricing: dict[str, PriceConfig] = {}
+    budget: Budget = Budget()
+    storage: Storage = Storage()
+    server: Server = Server()
+    reports: Reports = Reports()
+    authenticity: AuthenticityConfig = AuthenticityConfig()
+    drift: DriftConfig = DriftConfig()
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> Config:
+        names = [g.name for g in self.gateways]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate gateway name(s): {', '.join(sorted(dup))}")
+        if not self.gateways:
+            raise ValueError("at least one [[gateways]] entry is required")
+        for i, s in enumerate(self.suites):
+            for g in s.gateways:
+                if g not in names:
+                    raise ValueError(f"suites[{i}].gateways names unknown gateway {g!r}")
+        jobs = [s.job_name for s in self.suites]
+        if len(set(jobs)) != len(jobs):
+            raise ValueError("two suites share a name: give one a distinct `name`")
+        for g in self.budget.per_gateway:
+            if g not in names:
+                raise ValueError(f"budget.per_gateway names unknown gateway {g!r}")
+        for i, r in enumerate(self.authenticity.references):
+            for g in (r.gateway, r.reference_gateway):
+                if g not in names:
+                    raise ValueError(f"authenticity.references[{i}] names unknown gateway {g!r}")
+        return self
+
+    def gateway(self, name: str) -> GatewayConfig:
+        """The gateway called `name` (KeyError if none)."""
+        for g in self.gateways:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    def price_for(self, model: str) -> Price | None:
+        """The model's price: an exact key first, then the longest matching glob pattern."""
+        p = self.pricing.get(model)
+        if p is None:
+            matches = [k for k in self.pricing if fnmatch.fnmatchcase(model, k)]
+            if not matches:
+                return None
+            p = self.pricing[max(matches, key=len)]
+        cached = p.cached_input if p.cached_input is not None else p.input
+        return Price(input=p.input, output=p.output, cached_input=cached, currency=p.currency)
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        path = Path(relative)
+        return path if path.is_absolute() else self.path.parent / path
+
+    def suite_path(self, suite: SuiteConfig) -> Path:
+        """The probe file of `suite`: absolute, or under `probes_dir` (relative to the config)."""
+        path = Path(suite.file)
+        if path.is_absolute():
+            return path
+        beside = self.resolve(suite.file)
+        return beside if beside.exists() else self.resolve(self.probes_dir) / path
+
+    def storage_url(self) -> str:
+        """The storage URL with a relative SQLite path made relative to the config file."""
+        url = self.storage.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.resolve(url[len(prefix) :]))
+        return url
+
+
+def _read_secret(env: str | None, file: Path | None) -> str | None:
+    if env:
+        value = os.environ.get(env)
+        return value.strip() if value else None
+    if file:
+        try:
+            return file.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            # The path is config, not a secret; the content is never shown.
+            raise ConfigError(str(file), "api_key_file", f"cannot read: {exc.strerror}") from None
+    return None
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _reason(err: dict[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def config_from_dict(data: dict[str, Any], path: Path) -> Config:
+    """Validate an already parsed config; errors name `path`, the key and the reason."""
+    try:
+        return Config.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
+        # pydantic puts the type name in the location of model-level validators.
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+        raise ConfigError(str(path), _key_path(loc), _reason(err)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or invalid; the message reads
+            ``file: key: reason``.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(p), "(file)", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(str(p), "(syntax)", f"not valid TOML: {exc}") from None
+    if "path" in data:
+        raise ConfigError(str(p), "path", "unknown key")
+    return config_from_dict(data, p)

@@ -1,0 +1,81 @@
+"""Schema versioning: create a fresh schema, upgrade an old one, refuse a newer one.
+
+A fresh database gets every table from the current models and is stamped
+`SCHEMA_VERSION`. An existing one at version ``v`` runs ``MIGRATIONS[v + 1]`` …
+``MIGRATIONS[SCHEMA_VERSION]`` in order. To change the schema: edit the models, bump
+`SCHEMA_VERSION`, and add ``MIGRATIONS[new] = step`` where ``step(conn)`` turns a
+database at ``new - 1`` into one matching the models (``ALTER TABLE``…). Everything runs
+in one transaction, under a lock, so two processes starting together migrate once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from sqlalchemy import Engine, func, insert, inspect, select, text
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
+
+from aione_probe.errors import ProbeError
+from aione_probe.store.engine import WRITE_OPTION
+from aione_probe.store.tables import TABLES, SchemaVersion
+from aione_probe.types import utcnow
+
+SCHEMA_VERSION = 1
+"""The schema version this code reads and writes."""
+
+Migration = Callable[[Connection], None]
+MIGRATIONS: dict[int, Migration] = {}
+"""Upgrade steps: ``MIGRATIONS[v]`` upgrades a database at version ``v - 1`` to ``v``."""
+
+_PG_LOCK_KEY = 0x41494F4E45  # arbitrary constant: "AIONE"
+
+
+class SchemaVersionError(ProbeError):
+    """The database schema cannot be used by this code (newer, or no upgrade path)."""
+
+
+def current_version(conn: Connection) -> int | None:
+    """Schema version recorded in the database, or None when it has none yet."""
+    if not inspect(conn).has_table(SchemaVersion.__tablename__):
+        return None
+    return conn.execute(select(func.max(SchemaVersion.version))).scalar()
+
+
+def migrate(
+    engine: Engine,
+    *,
+    target: int = SCHEMA_VERSION,
+    steps: Mapping[int, Migration] = MIGRATIONS,
+) -> int:
+    """Bring the database at `engine` to schema version `target`; return that version.
+
+    Raises:
+        SchemaVersionError: the database is newer than `target`, or a step is missing.
+    """
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        found = current_version(conn)
+        if found is None:
+            # No version row: a fresh database, or a first creation that died half-way
+            # (create_all skips the tables that exist).
+            SQLModel.metadata.create_all(conn, tables=TABLES)
+            _stamp(conn, target)
+            return target
+        if found > target:
+            raise SchemaVersionError(
+                f"database schema version {found} is newer than this aione-probe "
+                f"supports ({target}); upgrade aione-probe"
+            )
+        for version in range(found + 1, target + 1):
+            step = steps.get(version)
+            if step is None:
+                raise SchemaVersionError(f"no migration step to schema version {version}")
+            step(conn)
+            _stamp(conn, version)
+        return target
+
+
+def _stamp(conn: Connection, version: int) -> None:
+    conn.execute(insert(SchemaVersion), {"version": version, "applied_at": utcnow()})
