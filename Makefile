@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINT_PATHS := $(wildcard aione_probe tests bench grafana)
 
 .PHONY: demo test lint bench dashboards clean
 
@@ -17,12 +18,12 @@ demo: $(STAMP)
 	$(BIN)/aione-probe demo --config examples/demo.toml
 
 test: $(STAMP)
-	$(BIN)/ruff check aione_probe tests bench grafana
+	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check aione_probe tests bench grafana
-	$(BIN)/ruff format --check aione_probe tests bench grafana
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 dashboards: $(STAMP)
 	$(BIN)/python grafana/dashboards.py
