@@ -1,0 +1,40 @@
+"""Registered checks: pure functions of an observation, and group checks over samples.
+
+Importing this package registers every built-in check (one module per family: match,
+numeric, structured, instructions, protocol, cache, consistency).
+"""
+
+from aione_probe.checks import (  # noqa: F401  (imported to register their checks)
+    cache,
+    consistency,
+    instructions,
+    match,
+    numeric,
+    protocol,
+    structured,
+)
+from aione_probe.checks._registry import (
+    CheckContext,
+    CheckDef,
+    CheckSpecError,
+    check,
+    group_check,
+    registered_checks,
+    result,
+    run_checks,
+    run_group_checks,
+    validate_check_spec,
+)
+
+__all__ = [
+    "CheckContext",
+    "CheckDef",
+    "CheckSpecError",
+    "check",
+    "group_check",
+    "registered_checks",
+    "result",
+    "run_checks",
+    "run_group_checks",
+    "validate_check_spec",
+]

@@ -1,0 +1,293 @@
+"""Command line: check-config, run, serve, models, report, demo, baseline.
+
+Exit codes: 0 success (for `run`: every probe answered and every check passed), 1 some
+probe failed, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aione_probe import __version__
+from aione_probe.config import Config, load_config
+from aione_probe.errors import ConfigError
+from aione_probe.runner import RunSummary
+from aione_probe.service import Service, load_suites, write_report
+from aione_probe.types import utcnow
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+# A pipe or a log file gets wide lines rather than a table folded at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aione-probe`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        err.print(f"[red]config error[/red] {exc}", markup=True, highlight=False)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aione-probe", description=__doc__)
+    p.add_argument("--version", action="version", version=f"aione-probe {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def cmd(
+        name: str, fn: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = cmd("check-config", _check_config, "validate a config and its probe files; sends nothing")
+    sp.add_argument("config", nargs="?", type=Path)
+    sp.add_argument("--config", dest="config_opt", type=Path)
+
+    sp = cmd("run", _run, "run the chosen suites once and exit")
+    _add_config(sp)
+    sp.add_argument("--gateway", help="only this gateway")
+    sp.add_argument("--model", help="only this model")
+    sp.add_argument("--suite", help="only this suite (its name in the config)")
+    sp.add_argument("--seed", type=int, help="fix the template seed (reproduce a run)")
+
+    sp = cmd("serve", _serve, "run the scheduler and the /metrics, /healthz, /report endpoint")
+    _add_config(sp)
+
+    sp = cmd("models", _models, "list what each gateway serves")
+    _add_config(sp)
+
+    sp = cmd("report", _report, "write the HTML verification report and its JSON export")
+    _add_config(sp)
+    sp.add_argument("--out", type=Path, help="output folder (default: reports.dir)")
+    sp.add_argument("--since", type=_when, help="period start: ISO date/time (UTC) or '7d' ago")
+    sp.add_argument("--until", type=_when, help="period end: ISO date/time (UTC); default now")
+
+    sp = cmd("demo", _demo, "start the local gateway and the service with the demo config")
+    sp.add_argument("--config", type=Path, default=Path("examples/demo.toml"))
+    sp.add_argument("--once", action="store_true", help="one full cycle, write the report, exit")
+    return p
+
+
+def _add_config(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--config", "-c", type=Path, required=True, help="config TOML file")
+
+
+def _when(text: str) -> datetime:
+    """Parse ``2026-11-01``, ``2026-11-01T12:00`` (UTC unless an offset is given) or ``7d``."""
+    if text and text[-1] in "smhd" and text[:-1].replace(".", "", 1).isdigit():
+        from aione_probe.config import parse_duration
+
+        return utcnow() - timedelta(seconds=parse_duration(text))
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date, time or duration: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- commands
+def _check_config(args: argparse.Namespace) -> int:
+    path = args.config or args.config_opt
+    if path is None:
+        err.print("usage: aione-probe check-config FILE")
+        return EXIT_CONFIG
+    cfg = load_config(path)
+    suites = load_suites(cfg)
+    console.print(f"{path}: OK", highlight=False)
+    for gw in cfg.gateways:
+        key = _key_source(gw.api_key_env, gw.api_key_file, gw.api_key)
+        models = (
+            ", ".join(gw.models) if gw.models else f"discovered (max {gw.discovery.max_models})"
+        )
+        console.print(
+            f"  gateway {gw.name}: {gw.protocol} {gw.base_url} key={key} models={models}",
+            highlight=False,
+        )
+    for sc in cfg.suites:
+        s = suites[sc.job_name]
+        when = f"every {sc.interval:g}s" if sc.interval is not None else f"cron '{sc.cron}'"
+        console.print(
+            f"  suite {sc.job_name}: {s.id} v{s.version}, {len(s.probes)} probes, {when}"
+            f" (jitter {sc.jitter:g}s)",
+            highlight=False,
+        )
+    cap = cfg.budget.daily_cap
+    console.print(f"  budget: {cap if cap is not None else 'no'} daily cap", highlight=False)
+    return EXIT_OK
+
+
+def _key_source(env: str | None, file: Path | None, read: Callable[[], str | None]) -> str:
+    if not env and not file:
+        return "none"
+    where = f"${env}" if env else str(file)
+    try:
+        present = read() is not None
+    except ConfigError:
+        present = False
+    return f"{where} ({'set' if present else 'NOT SET'})"
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    return asyncio.run(_run_async(cfg, args.gateway, args.model, args.suite, args.seed))
+
+
+async def _run_async(
+    cfg: Config, gateway: str | None, model: str | None, suite: str | None, seed: int | None
+) -> int:
+    service = Service(cfg)
+    try:
+        await service.start()
+        for name, reason in service.discovery_errors.items():
+            err.print(f"gateway {name}: model discovery failed: {reason}", highlight=False)
+        jobs = service.plan(gateway, model, suite)
+        if not jobs:
+            err.print("nothing to run: no (suite, gateway, model) matches", highlight=False)
+            return EXIT_CONFIG if not service.discovery_errors else EXIT_FAILED
+        with _progress(service.requests_in(jobs)) as advance:
+            summaries = await service.run_once(jobs, progress=advance)
+        await service.analyse_and_report()
+    finally:
+        await service.aclose()
+    _print_summary(summaries)
+    return EXIT_OK if summaries and all(s.passed for s in summaries) else EXIT_FAILED
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], None]]:
+    if not console.is_terminal:
+        yield lambda _n: None
+        return
+    columns = (TextColumn("probing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("probing", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _print_summary(summaries: list[RunSummary]) -> None:
+    table = Table(title="aione-probe run")
+    for col in (
+        "gateway",
+        "model",
+        "suite",
+        "status",
+        "requests",
+        "failed",
+        "checks",
+        "TTFT p50",
+        "cost",
+    ):
+        table.add_column(col)
+    for s in sorted(summaries, key=lambda s: (s.target.gateway, s.target.model, s.suite)):
+        checks = " ".join(f"{k}={v}" for k, v in sorted(s.checks.items()))
+        ttft = sorted(s.ttft_s)
+        p50 = f"{ttft[len(ttft) // 2] * 1000:.0f} ms" if ttft else "-"
+        table.add_row(
+            s.target.gateway,
+            s.target.model,
+            s.suite,
+            s.status,
+            str(s.requests),
+            str(s.failed_requests),
+            checks,
+            p50,
+            f"{s.cost:.6f}",
+        )
+    console.print(table)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    return asyncio.run(_serve_async(cfg))
+
+
+async def _serve_async(
+    cfg: Config,
+    *,
+    analysis_interval_s: float = 300.0,
+    announce: Callable[[str], None] | None = None,
+) -> int:
+    service = Service(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+        await service.serve(stop, analysis_interval_s=analysis_interval_s, on_ready=announce)
+        await service.analyse_and_report()
+    finally:
+        await service.aclose()
+    return EXIT_OK
+
+
+def _models(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    return asyncio.run(_models_async(cfg))
+
+
+async def _models_async(cfg: Config) -> int:
+    service = Service(cfg)
+    rc = EXIT_OK
+    try:
+        for gw in cfg.gateways:
+            try:
+                listed = await service.clients[gw.name].list_models()
+            except Exception as exc:  # any failure is reported per gateway, never fatal
+                console.print(f"{gw.name}: error: {exc}", highlight=False)
+                rc = EXIT_FAILED
+                continue
+            chosen = set(gw.models if gw.models is not None else gw.discovery.select(listed))
+            console.print(f"{gw.name} ({len(listed)} models)", highlight=False)
+            for m in listed:
+                console.print(f"  {'*' if m in chosen else ' '} {m}", highlight=False)
+    finally:
+        await service.aclose()
+    return rc
+
+
+def _report(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    from aione_probe.store import Store
+
+    store = Store(cfg.storage_url())
+    store.migrate()
+    until = args.until or utcnow()
+    since = args.since or until - timedelta(seconds=cfg.reports.period)
+    out = args.out or cfg.resolve(cfg.reports.dir)
+    index = write_report(store, since, until, out)
+    console.print(f"report: {index}", highlight=False)
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from aione_probe.demo import run_demo
+
+    return run_demo(args.config, once=args.once)

@@ -1,0 +1,505 @@
+"""Prometheus metrics: live instruments per attempt and run, plus cached store-derived gauges.
+
+Two sources feed one registry:
+
+* live instruments (counters, histograms, configuration gauges), updated by the runner and
+  the service as attempts and runs finish;
+* a snapshot of store-derived state (verdicts, pass ratios, last runs, echoed model names)
+  that `ProbeMetrics.refresh` rebuilds on a worker thread and a custom collector serves, so
+  a scrape never touches the database.
+
+`METRICS` describes every metric once; the instruments, the collector's families and the
+table in docs/metrics.md (``python -m aione_probe.metrics docs/metrics.md``) are built from it.
+Labels are bounded by configuration and small enums: never a URL, prompt, response id or
+error text.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from aione_probe.types import CheckResult, CheckValue, Observation, Usage
+
+PREFIX = "aione_probe_"
+
+RUN_STATUSES = ("ok", "failed", "partial", "skipped")
+# A run that produced results counts as a success for staleness: "partial" means some
+# probes failed at the gateway, which the request metrics already report.
+SUCCESS_STATUSES = frozenset({"ok", "partial"})
+AUTHENTICITY_VERDICTS = ("authentic", "suspect", "substituted", "insufficient_data")
+DRIFT_VERDICTS = ("ok", "regressed", "improved", "insufficient_data")
+SIGNAL_RESULTS = ("pass", "fail", "skipped")
+TOKEN_KINDS = ("prompt", "cached_prompt", "completion", "reasoning", "cache_creation")
+RESPONSE_MODELS_PER_TARGET = 3
+MAX_LABEL_CHARS = 128
+
+# Every SLO threshold in grafana/rules is a bucket boundary (TTFT objective: 3 s).
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 15, 20, 30, 60, 120)
+E2E_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600)
+TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
+GAP_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+SPEED_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
+
+_T = ("gateway", "model")
+_R = ("gateway", "model", "suite")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One exported metric: what the registry serves and what docs/metrics.md lists."""
+
+    name: str
+    type: str  # counter | gauge | histogram | enum | info
+    unit: str
+    labels: tuple[str, ...]
+    help: str
+    store: bool = False  # served from the refreshed snapshot, not a live instrument
+    buckets: tuple[float, ...] = field(default=())
+
+
+def _spec(
+    name: str, type_: str, unit: str, labels: tuple[str, ...], help_: str, **kw: Any
+) -> MetricSpec:
+    return MetricSpec(PREFIX + name, type_, unit, labels, help_, **kw)
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    # --- requests (one sample per attempt, retries included)
+    _spec("requests_total", "counter", "attempts", (*_R, "stream", "outcome"),
+          "Request attempts sent to a gateway, by outcome (ok or error); retries count."),
+    _spec("errors_total", "counter", "attempts", (*_R, "stream", "class"),
+          "Failed request attempts by failure class (aione_probe.errors.FailureKind)."),
+    _spec("ttft_seconds", "histogram", "seconds", (*_R, "stream"),
+          "Time to first content token (streamed) or to the full body (plain), successful "
+          "attempts.", buckets=LATENCY_BUCKETS),
+    _spec("time_to_first_chunk_seconds", "histogram", "seconds", _R,
+          "Time to the first SSE event of any kind, successful streamed attempts.",
+          buckets=LATENCY_BUCKETS),
+    _spec("tpot_seconds", "histogram", "seconds", _R,
+          "Time per output token after the first: (e2e - ttft) / (completion_tokens - 1).",
+          buckets=TPOT_BUCKETS),
+    _spec("inter_chunk_gap_seconds", "histogram", "seconds", _R,
+          "Every gap between consecutive stream chunks (stalls, buffering, fake streaming).",
+          buckets=GAP_BUCKETS),
+    _spec("e2e_seconds", "histogram", "seconds", (*_R, "stream"),
+          "End-to-end latency of successful attempts.", buckets=E2E_BUCKETS),
+    _spec("output_tokens_per_second", "histogram", "tokens/s", _R,
+          "Output speed after the first token: (completion_tokens - 1) / (e2e - ttft).",
+          buckets=SPEED_BUCKETS),
+    _spec("tokens_total", "counter", "tokens", (*_T, "kind"),
+          "Tokens as reported by the gateway's usage. Kinds overlap (cached_prompt is part of "
+          "prompt, reasoning part of completion): never sum over kind."),
+    _spec("cost_total", "counter", "currency", _T,
+          "Cost of every attempt from usage and the configured price table, in the price "
+          "table's currency (budget.currency)."),
+    # --- checks and runs
+    _spec("checks_total", "counter", "checks", (*_R, "check", "outcome"),
+          "Check results by check name and outcome (pass, fail, partial, unscored, missing)."),
+    _spec("suite_runs_total", "counter", "runs", (*_R, "status"),
+          "Finished suite runs by status (ok, failed, partial, skipped)."),
+    _spec("suite_interval_seconds", "gauge", "seconds", _R,
+          "Configured interval between runs of the suite for the target."),
+    _spec("spend_today", "gauge", "currency", ("gateway",),
+          "Spend on the gateway so far in the current UTC day (budget.currency)."),
+    _spec("spend_daily_cap", "gauge", "currency", ("gateway",),
+          "Daily spend cap of the gateway (absent when there is none)."),
+    _spec("build_info", "info", "", ("version", "python_version"),
+          "Version of aione-probe and of Python; always 1."),
+    _spec("start_timestamp_seconds", "gauge", "seconds", (),
+          "When this aione-probe process started (Unix time)."),
+    # --- cached state: refreshed from the store and live runs, served from memory
+    _spec("last_run_timestamp_seconds", "gauge", "seconds", _R,
+          "When the last run of the suite finished (Unix time; cached).", store=True),
+    _spec("last_success_timestamp_seconds", "gauge", "seconds", _R,
+          "When the last ok or partial run finished (Unix time; cached).", store=True),
+    _spec("last_run_status", "enum", "", (*_R, "status"),
+          "Status of the last run: 1 for the current status, 0 for the others (cached).",
+          store=True),
+    _spec("response_model_info", "info", "", (*_T, "response_model"),
+          f"Model names the gateway echoed in responses; the last "
+          f"{RESPONSE_MODELS_PER_TARGET} distinct values per target; always 1.", store=True),
+    _spec("golden_pass_ratio", "gauge", "ratio", _R,
+          "Golden-answer pass ratio in the current drift window (cached verdict).", store=True),
+    _spec("golden_baseline_pass_ratio", "gauge", "ratio", _R,
+          "Golden-answer pass ratio of the pinned baseline (cached verdict).", store=True),
+    _spec("drift_verdict", "enum", "", (*_R, "verdict"),
+          "Quality drift verdict: 1 for the current verdict, 0 for the others (cached).",
+          store=True),
+    _spec("drift_p_value", "gauge", "ratio", _R,
+          "p-value of the drift test against the baseline (cached verdict).", store=True),
+    _spec("authenticity_verdict", "enum", "", (*_R, "verdict"),
+          "Authenticity verdict: 1 for the current verdict, 0 for the others (cached).",
+          store=True),
+    _spec("authenticity_score", "gauge", "ratio", _R,
+          "Authenticity score of the latest verdict (cached).", store=True),
+    _spec("authenticity_signal_p_value", "gauge", "ratio", (*_R, "signal"),
+          "p-value of each authenticity signal's two-sample test (cached).", store=True),
+    _spec("authenticity_signal_result", "enum", "", (*_R, "signal", "result"),
+          "Result of each authenticity signal: 1 for the current result (cached).", store=True),
+    _spec("cross_protocol_verdict", "enum", "", (*_R, "verdict"),
+          "Cross-protocol comparison verdict: the current verdict, value 1 (cached).",
+          store=True),
+    _spec("reconcile_verdict", "enum", "", (*_R, "verdict"),
+          "Reconciliation with the gateway's own usage report: the current verdict, value 1 "
+          "(cached).", store=True),
+    _spec("verdict_timestamp_seconds", "gauge", "seconds", (*_R, "kind"),
+          "When the latest verdict of each kind was computed (Unix time; cached).", store=True),
+    _spec("last_refresh_timestamp_seconds", "gauge", "seconds", (),
+          "When the cached store-derived metrics were last refreshed (Unix time).", store=True),
+)  # fmt: skip
+
+_BY_NAME = {s.name: s for s in METRICS}
+
+Labels = tuple[str, ...]
+Samples = dict[str, dict[Labels, float]]
+
+
+@dataclass
+class _RunState:
+    status: str
+    at: float
+    success_at: float | None = None
+
+
+class ProbeMetrics:
+    """Every aione-probe instrument on one registry.
+
+    Example:
+        >>> m = ProbeMetrics()
+        >>> m.set_spend("aione", 1.5, 10.0)
+        >>> m.registry.get_sample_value("aione_probe_spend_today", {"gateway": "aione"})
+        1.5
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._lock = threading.Lock()
+        self._runs: dict[Labels, _RunState] = {}
+        self._response_models: dict[Labels, OrderedDict[str, None]] = {}
+        self._verdicts: Samples = {}
+        self._refreshed_at: float | None = None
+        self._live: dict[str, Any] = {}
+        for spec in METRICS:
+            if not spec.store:
+                self._live[spec.name] = _instrument(spec, self.registry)
+        self.registry.register(_SnapshotCollector(self))
+        self._live[PREFIX + "start_timestamp_seconds"].set(time.time())
+
+    # ----------------------------------------------------------------- configuration
+    def set_build_info(self, version: str) -> None:
+        """Export the running version (build_info = 1)."""
+        info = self._live[PREFIX + "build_info"]
+        info.clear()
+        info.labels(version, platform.python_version()).set(1)
+
+    def set_suite_config(self, gateway: str, model: str, suite: str, interval_s: float) -> None:
+        """Export the configured interval of a scheduled (gateway, model, suite) job."""
+        self._live[PREFIX + "suite_interval_seconds"].labels(gateway, model, suite).set(interval_s)
+
+    def set_spend(self, gateway: str, spent_today: float, cap: float | None) -> None:
+        """Export today's spend on a gateway and its daily cap (None removes the cap series)."""
+        self._live[PREFIX + "spend_today"].labels(gateway).set(spent_today)
+        caps = self._live[PREFIX + "spend_daily_cap"]
+        if cap is None:
+            caps.remove(gateway)
+        else:
+            caps.labels(gateway).set(cap)
+
+    # ----------------------------------------------------------------- live updates
+    def observe(self, obs: Observation, *, suite: str, cost: float | None) -> None:
+        """Record one attempt: outcome, timings, usage, cost and the echoed model name.
+
+        Timings are recorded for successful attempts only; values the gateway could have
+        made nonsensical (negative or non-finite tokens, costs, durations) are ignored, so
+        a dishonest gateway can never make the metrics raise.
+        """
+        g, m = obs.gateway, obs.model
+        stream = "true" if obs.stream else "false"
+        live = self._live
+        live[PREFIX + "requests_total"].labels(
+            g, m, suite, stream, "ok" if obs.ok else "error"
+        ).inc()
+        if obs.ok:
+            self._observe_timings(obs, suite, stream)
+            if obs.response_model:
+                self._remember_response_model(g, m, obs.response_model)
+        else:
+            live[PREFIX + "errors_total"].labels(g, m, suite, stream, obs.failure.value).inc()
+        for kind, value in _token_counts(obs.usage):
+            if _valid(value):
+                live[PREFIX + "tokens_total"].labels(g, m, kind).inc(value)
+        if cost is not None and _valid(cost):
+            live[PREFIX + "cost_total"].labels(g, m).inc(cost)
+
+    def observe_checks(
+        self, gateway: str, model: str, suite: str, results: list[CheckResult]
+    ) -> None:
+        """Count check results by check name and outcome."""
+        checks = self._live[PREFIX + "checks_total"]
+        for r in results:
+            outcome = CheckValue(r.value).value
+            checks.labels(gateway, model, suite, _bounded(r.name), outcome).inc()
+
+    def run_finished(self, gateway: str, model: str, suite: str, status: str, at: datetime) -> None:
+        """Count a finished run and update its last-run (and last-success) timestamp.
+
+        Raises:
+            ValueError: `status` is not one of ok, failed, partial, skipped.
+        """
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}; expected one of {RUN_STATUSES}")
+        self._live[PREFIX + "suite_runs_total"].labels(gateway, model, suite, status).inc()
+        with self._lock:
+            self._merge_run((gateway, model, suite), status, _unix(at), force=True)
+
+    # ----------------------------------------------------------------- store snapshot
+    def refresh(self, store: Any) -> None:
+        """Rebuild the store-derived gauges from `store` (call from a worker thread).
+
+        `store` needs ``latest_verdicts(kind=None)`` and ``last_runs()``. The new snapshot
+        replaces the old one in one step; scrapes only ever read memory.
+        """
+        verdicts = _verdict_samples(store.latest_verdicts())
+        runs = list(store.last_runs())
+        with self._lock:
+            self._verdicts = verdicts
+            for row in runs:
+                when = row.finished_at or row.started_at
+                if row.status in RUN_STATUSES and when is not None:
+                    key = (row.gateway, row.model, row.suite)
+                    self._merge_run(key, row.status, _unix(when), force=False)
+            self._refreshed_at = time.time()
+
+    def _merge_run(self, key: Labels, status: str, at: float, *, force: bool) -> None:
+        state = self._runs.get(key)
+        if state is None:
+            state = self._runs[key] = _RunState(status, at)
+        elif force or at >= state.at:
+            state.status, state.at = status, at
+        if status in SUCCESS_STATUSES and (state.success_at is None or at > state.success_at):
+            state.success_at = at
+
+    def _remember_response_model(self, gateway: str, model: str, echoed: str) -> None:
+        value = _bounded(echoed)
+        with self._lock:
+            seen = self._response_models.setdefault((gateway, model), OrderedDict())
+            seen[value] = None
+            seen.move_to_end(value)
+            while len(seen) > RESPONSE_MODELS_PER_TARGET:
+                seen.popitem(last=False)
+
+    def _observe_timings(self, obs: Observation, suite: str, stream: str) -> None:
+        g, m = obs.gateway, obs.model
+        live = self._live
+        pairs: list[tuple[str, Labels, float | None]] = [
+            ("ttft_seconds", (g, m, suite, stream), obs.ttft_s),
+            ("e2e_seconds", (g, m, suite, stream), obs.e2e_s),
+        ]
+        if obs.stream:
+            pairs += [
+                ("time_to_first_chunk_seconds", (g, m, suite), obs.first_chunk_s),
+                ("tpot_seconds", (g, m, suite), obs.tpot_s),
+                ("output_tokens_per_second", (g, m, suite), obs.output_tokens_per_s),
+            ]
+            gaps = live[PREFIX + "inter_chunk_gap_seconds"].labels(g, m, suite)
+            for gap in obs.gaps_s:
+                if _valid(gap):
+                    gaps.observe(gap)
+        for name, labels, value in pairs:
+            if value is not None and _valid(value):
+                live[PREFIX + name].labels(*labels).observe(value)
+
+    def _snapshot(self) -> Samples:
+        """Every cached family's samples, copied under the lock."""
+        with self._lock:
+            out: Samples = {name: dict(samples) for name, samples in self._verdicts.items()}
+            runs = {k: _RunState(v.status, v.at, v.success_at) for k, v in self._runs.items()}
+            models = {k: list(v) for k, v in self._response_models.items()}
+            refreshed = self._refreshed_at
+        last_run = out.setdefault(PREFIX + "last_run_timestamp_seconds", {})
+        last_ok = out.setdefault(PREFIX + "last_success_timestamp_seconds", {})
+        status = out.setdefault(PREFIX + "last_run_status", {})
+        for key, state in runs.items():
+            last_run[key] = state.at
+            if state.success_at is not None:
+                last_ok[key] = state.success_at
+            for s in RUN_STATUSES:
+                status[(*key, s)] = 1.0 if s == state.status else 0.0
+        info = out.setdefault(PREFIX + "response_model_info", {})
+        for (g, m), names in models.items():
+            for name in names:
+                info[(g, m, name)] = 1.0
+        if refreshed is not None:
+            out[PREFIX + "last_refresh_timestamp_seconds"] = {(): refreshed}
+        return out
+
+
+class _SnapshotCollector(Collector):
+    """Serves the cached families; builds fresh metric families on every scrape."""
+
+    def __init__(self, metrics: ProbeMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        for spec in METRICS:
+            if spec.store:
+                yield GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snapshot = self._metrics._snapshot()
+        for spec in METRICS:
+            if spec.store:
+                family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+                for labels, value in sorted(snapshot.get(spec.name, {}).items()):
+                    family.add_metric(list(labels), value)
+                yield family
+
+
+# --------------------------------------------------------------------- helpers
+def _instrument(spec: MetricSpec, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
+    if spec.type == "counter":
+        return Counter(spec.name, spec.help, spec.labels, registry=registry)
+    if spec.type == "histogram":
+        return Histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
+    return Gauge(spec.name, spec.help, spec.labels, registry=registry)
+
+
+def _token_counts(usage: Usage) -> list[tuple[str, int | None]]:
+    return [
+        ("prompt", usage.prompt_tokens),
+        ("cached_prompt", usage.cached_tokens),
+        ("completion", usage.completion_tokens),
+        ("reasoning", usage.reasoning_tokens),
+        ("cache_creation", usage.cache_creation_tokens),
+    ]
+
+
+def _valid(value: float | int | None) -> bool:
+    number = _number(value)
+    return number is not None and number >= 0
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _bounded(value: str) -> str:
+    return str(value)[:MAX_LABEL_CHARS]
+
+
+def _unix(at: datetime) -> float:
+    """Unix time of `at`; naive datetimes (as SQLite returns them) are UTC."""
+    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
+
+
+def _verdict_samples(rows: Iterable[Any]) -> Samples:
+    """Gauge samples for every verdict kind from the store's latest verdict rows."""
+    out: Samples = {}
+
+    def put(name: str, labels: Labels, value: float | None) -> None:
+        if value is not None:
+            out.setdefault(PREFIX + name, {})[labels] = value
+
+    def enum(name: str, labels: Labels, current: str, states: tuple[str, ...]) -> None:
+        for state in (*states, *([] if current in states else [current])):
+            put(name, (*labels, state), 1.0 if state == current else 0.0)
+
+    for row in rows:
+        key: Labels = (row.gateway, row.model, row.suite)
+        verdict = _bounded(row.verdict)
+        details = row.details if isinstance(row.details, dict) else {}
+        created = getattr(row, "created_at", None)
+        if isinstance(created, datetime):
+            put("verdict_timestamp_seconds", (*key, row.kind), _unix(created))
+        if row.kind == "authenticity":
+            enum("authenticity_verdict", key, verdict, AUTHENTICITY_VERDICTS)
+            put("authenticity_score", key, _number(row.score))
+            for sig in details.get("signals") or []:
+                if not isinstance(sig, dict) or "signal" not in sig:
+                    continue
+                labels = (*key, _bounded(sig["signal"]))
+                put("authenticity_signal_p_value", labels, _number(sig.get("p_value")))
+                if "result" in sig:
+                    enum("authenticity_signal_result", labels, _bounded(sig["result"]),
+                         SIGNAL_RESULTS)  # fmt: skip
+        elif row.kind == "drift":
+            enum("drift_verdict", key, verdict, DRIFT_VERDICTS)
+            put("drift_p_value", key, _number(details.get("p_value")))
+            put("golden_pass_ratio", key, _number(details.get("pass_ratio")))
+            put("golden_baseline_pass_ratio", key, _number(details.get("baseline_pass_ratio")))
+        elif row.kind in ("cross_protocol", "reconcile"):
+            put(f"{row.kind}_verdict", (*key, verdict), 1.0)
+    return out
+
+
+# --------------------------------------------------------------------- documentation
+DOC_BEGIN = "<!-- metrics table: generated by `python -m aione_probe.metrics docs/metrics.md` -->"
+DOC_END = "<!-- end of metrics table -->"
+
+_TYPE_DOC = {
+    "counter": "counter",
+    "gauge": "gauge",
+    "histogram": "histogram",
+    "enum": "gauge (enum: one series per state)",
+    "info": "gauge (info, value 1)",
+}
+
+
+def metrics_markdown_table() -> str:
+    """The README table of every metric: name, type, unit, labels, meaning."""
+    lines = ["| name | type | unit | labels | meaning |", "| --- | --- | --- | --- | --- |"]
+    for s in METRICS:
+        labels = ", ".join(f"`{label}`" for label in s.labels) or "-"
+        buckets = f" Buckets: {', '.join(f'{b:g}' for b in s.buckets)}." if s.buckets else ""
+        unit = s.unit or "-"
+        lines.append(
+            f"| `{s.name}` | {_TYPE_DOC[s.type]} | {unit} | {labels} | {s.help}{buckets} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics_doc(path: Path) -> bool:
+    """Replace the generated table between the markers in `path`; True if it changed.
+
+    Raises:
+        ValueError: the file lacks the begin/end markers.
+    """
+    text = path.read_text(encoding="utf-8")
+    head, sep, rest = text.partition(DOC_BEGIN + "\n")
+    _, sep2, tail = rest.partition(DOC_END)
+    if not sep or not sep2:
+        raise ValueError(f"{path}: missing the generated-table markers")
+    new = head + DOC_BEGIN + "\n" + metrics_markdown_table() + DOC_END + tail
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        write_metrics_doc(Path(sys.argv[1]))
+    else:
+        sys.stdout.write(metrics_markdown_table())

@@ -1,0 +1,272 @@
+"""One suite run: a suite's probes against one (gateway, model), end to end.
+
+Expands the suite with the run's seed, sends every request through the gateway client
+(which bounds concurrency and rate), runs the checks on each final attempt and the group
+checks over each probe's samples, prices every attempt, then writes the run, its
+observations and its check results in one transaction. Samples of a probe that has group
+checks (a cache probe, a plain-versus-stream comparison) are sent one after another,
+because their order is the experiment; other probes run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aione_probe.asyncstore import AsyncStore
+from aione_probe.checks import CheckContext, run_checks, run_group_checks
+from aione_probe.cost import Price, cost_of
+from aione_probe.errors import FailureKind
+from aione_probe.gateway import GatewayClient
+from aione_probe.metrics import ProbeMetrics
+from aione_probe.store import CheckRecord, ObservationRecord, Store
+from aione_probe.suites import ProbeInstance, Suite
+from aione_probe.types import CheckResult, CheckValue, Observation, utcnow
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a suite runs against: one model behind one gateway."""
+
+    gateway: str
+    model: str
+
+
+@dataclass
+class RunSummary:
+    """What one suite run did, for the CLI's table and the exit code."""
+
+    run_id: int
+    target: Target
+    suite: str
+    status: str
+    reason: str = ""
+    requests: int = 0
+    failed_requests: int = 0
+    checks: dict[str, int] = field(default_factory=dict)
+    cost: float = 0.0
+    ttft_s: list[float] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """No failed request and no failed check."""
+        return (
+            self.status == "ok"
+            and self.checks.get(CheckValue.failed.value, 0) == 0
+            and self.checks.get(CheckValue.missing.value, 0) == 0
+        )
+
+
+@dataclass
+class _ProbeOutcome:
+    instance: ProbeInstance
+    attempts: list[Observation]
+    costs: list[float | None]
+    checks: list[CheckResult]
+
+
+class _Budget:
+    """Money left for this run; once spent, no new request starts."""
+
+    def __init__(self, left: float | None) -> None:
+        self.left = left
+
+    @property
+    def exhausted(self) -> bool:
+        return self.left is not None and self.left <= 0
+
+    def spend(self, amount: float | None) -> None:
+        if self.left is not None and amount:
+            self.left -= amount
+
+
+def new_seed() -> int:
+    """A fresh run seed: each run's templated prompts are new and cannot be listed ahead."""
+    return secrets.randbits(62)
+
+
+async def run_suite(
+    target: Target,
+    suite: Suite,
+    *,
+    client: GatewayClient,
+    astore: AsyncStore,
+    metrics: ProbeMetrics | None = None,
+    price: Price | None = None,
+    seed: int | None = None,
+    scheduled: bool = False,
+    cheap_only: bool = False,
+    budget_left: float | None = None,
+    suite_name: str | None = None,
+    progress: ProgressFn | None = None,
+) -> RunSummary:
+    """Run `suite` once against `target` and store everything it observed.
+
+    Gateway behaviour never raises out of here: failures are observations. Cancellation
+    (shutdown) stores what was observed so far with status ``failed`` and reason
+    ``interrupted``, then re-raises.
+    """
+    name = suite_name or suite.id
+    seed = new_seed() if seed is None else seed
+    run_id = await astore.call(
+        Store.start_run, target.gateway, target.model, name, suite.version, seed, scheduled
+    )
+    instances = suite.expand(seed, cheap_only=cheap_only)
+    budget = _Budget(budget_left)
+    outcomes: list[_ProbeOutcome] = []
+    reason = ""
+    try:
+        for group in await _run_groups(
+            _group_by_probe(instances),
+            target,
+            suite,
+            client,
+            price,
+            budget,
+            metrics,
+            name,
+            progress,
+        ):
+            outcomes.extend(group)
+    except asyncio.CancelledError:
+        reason = "interrupted by shutdown"
+        await _write(astore, run_id, target, name, suite, outcomes, reason, metrics, final=True)
+        raise
+    if budget.exhausted and sum(len(o.attempts) for o in outcomes) < len(instances):
+        reason = "spend cap reached during the run"
+    return await _write(astore, run_id, target, name, suite, outcomes, reason, metrics)
+
+
+def _group_by_probe(instances: list[ProbeInstance]) -> list[list[ProbeInstance]]:
+    groups: dict[str, list[ProbeInstance]] = {}
+    for inst in instances:
+        groups.setdefault(inst.probe.id, []).append(inst)
+    return list(groups.values())
+
+
+async def _run_groups(
+    groups: list[list[ProbeInstance]],
+    target: Target,
+    suite: Suite,
+    client: GatewayClient,
+    price: Price | None,
+    budget: _Budget,
+    metrics: ProbeMetrics | None,
+    suite_name: str,
+    progress: ProgressFn | None,
+) -> list[list[_ProbeOutcome]]:
+    async def one(inst: ProbeInstance) -> _ProbeOutcome | None:
+        if budget.exhausted:
+            return None
+        request = inst.request(target.model)
+        attempts = await client.chat(request)
+        costs = [cost_of(obs.usage, price) for obs in attempts]
+        for obs, cost in zip(attempts, costs, strict=True):
+            budget.spend(cost)
+            if metrics is not None:
+                metrics.observe(obs, suite=suite_name, cost=cost)
+        ctx = CheckContext(instance=inst, request=request, price=price)
+        checks = run_checks(inst, attempts[-1], ctx, suite.default_checks)
+        if metrics is not None:
+            metrics.observe_checks(target.gateway, target.model, suite_name, checks)
+        if progress is not None:
+            progress(1)
+        return _ProbeOutcome(inst, attempts, costs, checks)
+
+    async def group(insts: list[ProbeInstance]) -> list[_ProbeOutcome]:
+        probe = insts[0].probe
+        if probe.group_checks or probe.kind == "cache":
+            done = [o for inst in insts if (o := await one(inst)) is not None]
+            if done and len(done) == len(insts):
+                request = insts[0].request(target.model)
+                ctx = CheckContext(instance=insts[0], request=request, price=price)
+                extra = run_group_checks(insts, [o.attempts[-1] for o in done], ctx)
+                done[-1].checks.extend(extra)
+                if metrics is not None:
+                    metrics.observe_checks(target.gateway, target.model, suite_name, extra)
+            return done
+        results = await asyncio.gather(*(one(i) for i in insts))
+        return [o for o in results if o is not None]
+
+    return list(await asyncio.gather(*(group(g) for g in groups)))
+
+
+async def _write(
+    astore: AsyncStore,
+    run_id: int,
+    target: Target,
+    suite_name: str,
+    suite: Suite,
+    outcomes: list[_ProbeOutcome],
+    reason: str,
+    metrics: ProbeMetrics | None,
+    *,
+    final: bool = False,
+) -> RunSummary:
+    obs_records: list[ObservationRecord] = []
+    check_records: list[CheckRecord] = []
+    summary = RunSummary(run_id=run_id, target=target, suite=suite_name, status="ok")
+    for outcome in outcomes:
+        inst = outcome.instance
+        for i, (obs, cost) in enumerate(zip(outcome.attempts, outcome.costs, strict=True)):
+            is_final = i == len(outcome.attempts) - 1
+            obs_records.append(
+                ObservationRecord(
+                    observation=obs,
+                    suite=suite_name,
+                    probe_id=inst.probe.id,
+                    probe_hash=inst.probe.hash,
+                    sample=inst.sample,
+                    vars=dict(inst.vars),
+                    cost=cost,
+                    final=is_final,
+                )
+            )
+        final_index = len(obs_records) - 1
+        for result in outcome.checks:
+            check_records.append(
+                CheckRecord(
+                    result=result,
+                    observation_index=final_index,
+                    probe_id=inst.probe.id,
+                    probe_hash=inst.probe.hash,
+                )
+            )
+            summary.checks[result.value.value] = summary.checks.get(result.value.value, 0) + 1
+        last = outcome.attempts[-1]
+        summary.requests += len(outcome.attempts)
+        if not last.ok:
+            summary.failed_requests += 1
+        if last.ok and last.ttft_s is not None:
+            summary.ttft_s.append(last.ttft_s)
+    finals = [o.attempts[-1] for o in outcomes]
+    failed = sum(1 for o in finals if o.failure is not FailureKind.ok)
+    if final or not finals or failed == len(finals):
+        summary.status = "failed"
+    elif failed or reason:
+        summary.status = "partial"
+    summary.reason = reason or (f"{failed} of {len(finals)} probes failed" if failed else "")
+    await astore.call(
+        Store.finish_run, run_id, summary.status, summary.reason, obs_records, check_records
+    )
+    summary.cost = sum(r.cost or 0.0 for r in obs_records)
+    if metrics is not None:
+        metrics.run_finished(target.gateway, target.model, suite_name, summary.status, utcnow())
+    log.info(
+        "run %s %s/%s suite=%s status=%s requests=%d failed=%d",
+        run_id,
+        target.gateway,
+        target.model,
+        suite_name,
+        summary.status,
+        summary.requests,
+        summary.failed_requests,
+    )
+    return summary

@@ -1,0 +1,295 @@
+"""The service: config in, scheduled suite runs out, with metrics, analysis and reports.
+
+`Service` owns one gateway client per gateway, the store (behind its worker thread),
+the metrics and the loaded suites. The CLI's one-shot `run`, the long-running `serve`
+and `demo` are thin layers over it, so all three behave the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from aione_probe import __version__
+from aione_probe.analysis import analyse
+from aione_probe.asyncstore import AsyncStore
+from aione_probe.config import Config, GatewayConfig, SuiteConfig
+from aione_probe.errors import ConfigError, GatewayError
+from aione_probe.gateway import GatewayClient
+from aione_probe.metrics import ProbeMetrics
+from aione_probe.report import build_report_data, render_report
+from aione_probe.runner import RunSummary, Target, run_suite
+from aione_probe.scheduler import ProbeScheduler
+from aione_probe.server import MetricsServer
+from aione_probe.store import Store
+from aione_probe.suites import Suite, load_suite
+from aione_probe.types import utcnow
+
+log = logging.getLogger(__name__)
+
+TransportFactory = Callable[[GatewayConfig], httpx.AsyncBaseTransport | None]
+
+
+def load_suites(cfg: Config) -> dict[str, Suite]:
+    """Load every configured suite file; a bad file raises `ConfigError` naming it."""
+    suites: dict[str, Suite] = {}
+    for i, sc in enumerate(cfg.suites):
+        path = cfg.suite_path(sc)
+        if not path.is_file():
+            raise ConfigError(str(cfg.path), f"suites[{i}].file", f"no such probe file: {path}")
+        suites[sc.job_name] = load_suite(path)
+    return suites
+
+
+@dataclass(frozen=True)
+class Job:
+    """One planned suite run: a suite config and the target it covers."""
+
+    suite: SuiteConfig
+    target: Target
+
+
+class Service:
+    """Everything a running aione-probe needs, built from one `Config`."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        metrics: ProbeMetrics | None = None,
+        transport_factory: TransportFactory | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.suites = load_suites(cfg)
+        self.store = Store(cfg.storage_url())
+        self.astore = AsyncStore(self.store)
+        self.metrics = metrics or ProbeMetrics()
+        self.metrics.set_build_info(__version__)
+        factory = transport_factory or (lambda _gw: None)
+        self.clients = {g.name: GatewayClient(g, transport=factory(g)) for g in cfg.gateways}
+        self.models: dict[str, list[str]] = {}
+        self.discovery_errors: dict[str, str] = {}
+        self._started = time.monotonic()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._scheduler: ProbeScheduler | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Migrate the store, recover interrupted runs and resolve each gateway's models."""
+        await self.astore.call(Store.migrate)
+        n = await self.astore.call(Store.mark_interrupted_runs, "service stopped during the run")
+        if n:
+            log.warning("marked %d interrupted run(s) from a previous process", n)
+        for gw in self.cfg.gateways:
+            self.models[gw.name] = await self._resolve_models(gw)
+            for model in self.models[gw.name]:
+                await self.astore.call(
+                    Store.ensure_target, gw.name, gw.base_url, gw.protocol, model
+                )
+        for job in self.plan():
+            if job.suite.interval is not None:
+                self.metrics.set_suite_config(
+                    job.target.gateway, job.target.model, job.suite.job_name, job.suite.interval
+                )
+
+    async def aclose(self) -> None:
+        """Close clients and the store thread."""
+        for client in self.clients.values():
+            await client.aclose()
+        self.astore.close()
+
+    async def _resolve_models(self, gw: GatewayConfig) -> list[str]:
+        if gw.models is not None:
+            return list(gw.models)
+        try:
+            listed = await self.clients[gw.name].list_models()
+        except GatewayError as exc:
+            self.discovery_errors[gw.name] = str(exc)
+            log.error("gateway %s: model discovery failed: %s", gw.name, exc)
+            return []
+        chosen = gw.discovery.select(listed)
+        log.info("gateway %s: %d of %d listed models selected", gw.name, len(chosen), len(listed))
+        return chosen
+
+    # ----------------------------------------------------------------- planning
+    def plan(
+        self, gateway: str | None = None, model: str | None = None, suite: str | None = None
+    ) -> list[Job]:
+        """Every (suite, target) pair the config asks for, optionally narrowed."""
+        jobs = []
+        for sc in self.cfg.suites:
+            if not sc.enabled or (suite and sc.job_name != suite):
+                continue
+            for gw, models in self.models.items():
+                if gateway and gw != gateway:
+                    continue
+                for m in models:
+                    if (model and m != model) or not sc.covers(gw, m):
+                        continue
+                    jobs.append(Job(sc, Target(gw, m)))
+        return jobs
+
+    # ----------------------------------------------------------------- running
+    async def run_job(
+        self, job: Job, *, scheduled: bool, progress: Callable[[int], None] | None = None
+    ) -> RunSummary | None:
+        """One suite run, unless today's spend cap for the gateway is reached (then skipped)."""
+        gw = job.target.gateway
+        cap = self.cfg.budget.cap_for(gw)
+        spent = await self.astore.call(Store.spend, gw, utcnow().date())
+        self.metrics.set_spend(gw, spent, cap)
+        suite = self.suites[job.suite.job_name]
+        if cap is not None and spent >= cap:
+            reason = (
+                f"daily spend cap reached ({spent:.4f} of {cap:.4f} {self.cfg.budget.currency})"
+            )
+            await self._skip(job, reason)
+            return None
+        summary = await run_suite(
+            job.target,
+            suite,
+            client=self.clients[gw],
+            astore=self.astore,
+            metrics=self.metrics,
+            price=self.cfg.price_for(job.target.model),
+            scheduled=scheduled,
+            cheap_only=job.suite.cheap_only,
+            budget_left=None if cap is None else cap - spent,
+            suite_name=job.suite.job_name,
+            progress=progress,
+        )
+        self.metrics.set_spend(gw, spent + summary.cost, cap)
+        return summary
+
+    async def _skip(self, job: Job, reason: str) -> None:
+        suite = self.suites[job.suite.job_name]
+        t = job.target
+        await self.astore.call(
+            Store.record_skipped_run, t.gateway, t.model, job.suite.job_name, suite.version, reason
+        )
+        self.metrics.run_finished(t.gateway, t.model, job.suite.job_name, "skipped", utcnow())
+        log.warning("skipped %s on %s/%s: %s", job.suite.job_name, t.gateway, t.model, reason)
+
+    async def run_once(
+        self, jobs: list[Job], progress: Callable[[int], None] | None = None
+    ) -> list[RunSummary]:
+        """Run the given jobs once, concurrently (each gateway client bounds its own load)."""
+        results = await asyncio.gather(
+            *(self.run_job(j, scheduled=False, progress=progress) for j in jobs)
+        )
+        return [r for r in results if r is not None]
+
+    def requests_in(self, jobs: list[Job]) -> int:
+        """How many requests (before retries) the jobs will send: the progress bar's total."""
+        return sum(
+            len(self.suites[j.suite.job_name].expand(0, cheap_only=j.suite.cheap_only))
+            for j in jobs
+        )
+
+    # ----------------------------------------------------------------- analysis and outputs
+    async def analyse_and_report(self) -> Path | None:
+        """Recompute verdicts, refresh store-derived metrics and write the report."""
+        cfg = self.cfg
+        await self.astore.call(analyse, cfg)
+        await self.astore.call(self.metrics.refresh)
+        until = utcnow()
+        since = until - timedelta(seconds=cfg.reports.period)
+        out = cfg.resolve(cfg.reports.dir)
+        return await self.astore.call(write_report, since, until, out)
+
+    def health(self) -> dict[str, Any]:
+        """The /healthz body: ok while the scheduler runs."""
+        running = self._scheduler is not None
+        return {
+            "status": "ok" if running else "starting",
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self._started, 1),
+            "jobs": len(self._scheduler.job_ids) if self._scheduler else 0,
+            "runs_in_progress": len(self._inflight),
+            "discovery_errors": sorted(self.discovery_errors),
+        }
+
+    async def serve(
+        self,
+        stop: asyncio.Event,
+        *,
+        analysis_interval_s: float = 300.0,
+        drain_s: float = 30.0,
+        on_ready: Callable[[str], None] | None = None,
+    ) -> None:
+        """Schedule every job and serve HTTP until `stop` is set, then drain and return."""
+        server = MetricsServer(
+            self.cfg.server.host,
+            self.cfg.server.port,
+            self.metrics.registry,
+            self.health,
+            self.cfg.resolve(self.cfg.reports.dir),
+        )
+        by_key = {(j.suite.job_name, j.target.gateway, j.target.model): j for j in self.plan()}
+
+        async def fire(sc: SuiteConfig, gateway: str, model: str) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._inflight.add(task)
+            try:
+                await self.run_job(by_key[(sc.job_name, gateway, model)], scheduled=True)
+            except Exception:
+                log.exception("run %s on %s/%s crashed", sc.job_name, gateway, model)
+            finally:
+                self._inflight.discard(task)
+
+        async def skipped(sc: SuiteConfig, gateway: str, model: str, reason: str) -> None:
+            await self._skip(by_key[(sc.job_name, gateway, model)], reason)
+
+        scheduler = ProbeScheduler(fire, skipped)
+        for job in by_key.values():
+            scheduler.add(job.suite, job.target.gateway, job.target.model)
+        scheduler.start()
+        self._scheduler = scheduler
+        server.start()
+        if on_ready is not None:
+            on_ready(server.url)
+        log.info("serving on %s with %d jobs", server.url, len(scheduler.job_ids))
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=analysis_interval_s)
+                try:
+                    await self.analyse_and_report()
+                except Exception:
+                    log.exception("analysis or report failed; the service keeps running")
+        finally:
+            scheduler.shutdown()
+            await self._drain(drain_s)
+            server.stop()
+            self._scheduler = None
+
+    async def _drain(self, grace_s: float) -> None:
+        """Let runs in progress finish within the grace period, then cancel them.
+
+        A cancelled run stores what it observed so far (see `run_suite`).
+        """
+        if not self._inflight:
+            return
+        log.info("waiting up to %.0fs for %d run(s) in progress", grace_s, len(self._inflight))
+        _, pending = await asyncio.wait(set(self._inflight), timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def write_report(store: Store, since: datetime, until: datetime, out_dir: Path) -> Path:
+    """Render the HTML report (and its JSON export) for a period; returns the index page."""
+    data = build_report_data(store, since=since, until=until)
+    render_report(data, out_dir)
+    return out_dir / "index.html"

@@ -1,0 +1,191 @@
+"""End to end over loopback: the CLI and the service against the local gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aione_probe.cli import main
+from aione_probe.sim import SimServer, default_sim_config, run_in_thread
+from aione_probe.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimServer]:
+    server = run_in_thread(default_sim_config())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config(tmp_path: Path, base_url: str, *, suites: str, models: str, extra: str = "") -> Path:
+    path = tmp_path / "aione-probe.toml"
+    path.write_text(
+        f"""
+probes_dir = "{ROOT / "probes"}"
+
+[[gateways]]
+name = "local"
+base_url = "{base_url}"
+models = {models}
+max_concurrency = 8
+requests_per_minute = 6000
+timeouts = {{ connect = "2s", first_token = "10s", idle = "5s", total = "30s" }}
+retries = {{ max_attempts = 2, base_delay = "50ms", max_delay = "200ms" }}
+
+{suites}
+
+[pricing."sim-*"]
+input = 1.0
+output = 5.0
+cached_input = 0.1
+
+[storage]
+url = "sqlite:///{tmp_path / "probe.db"}"
+
+[server]
+listen = "127.0.0.1:{_free_port()}"
+
+[reports]
+dir = "{tmp_path / "reports"}"
+{extra}
+"""
+    )
+    return path
+
+
+SMOKE = """
+[[suites]]
+file = "smoke.toml"
+interval = "1h"
+"""
+
+
+def test_run_once_stores_observations_and_writes_a_report(
+    sim: SimServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(tmp_path, sim.base_url, suites=SMOKE, models='["sim-large"]')
+    code = main(["run", "--config", str(cfg)])
+    out = capsys.readouterr().out
+    assert code in (0, 1), out
+    assert "sim-large" in out and "smoke" in out
+    store = Store(f"sqlite:///{tmp_path / 'probe.db'}")
+    runs = store.runs("local", "sim-large", "smoke")
+    assert len(runs) == 1 and runs[0].status in ("ok", "partial")
+    observations = store.observations("local", "sim-large", final_only=True)
+    assert observations, "no observation stored"
+    ok = [o for o in observations if o.failure == "ok"]
+    assert ok and all(o.prompt_tokens and o.response_id for o in ok)
+    assert all(o.cost is not None and o.cost > 0 for o in ok)
+    assert store.check_results("local", "sim-large", "smoke")
+    assert (tmp_path / "reports" / "index.html").is_file()
+    assert json.loads((tmp_path / "reports" / "report.json").read_text())
+
+
+def test_run_exit_codes(sim: SimServer, tmp_path: Path) -> None:
+    # An unknown model: every request fails with model_not_found -> exit 1.
+    cfg = _config(tmp_path, sim.base_url, suites=SMOKE, models='["no-such-model"]')
+    assert main(["run", "--config", str(cfg)]) == 1
+    store = Store(f"sqlite:///{tmp_path / 'probe.db'}")
+    failures = {o.failure for o in store.observations("local", "no-such-model")}
+    assert failures == {"model_not_found"}
+    # A filter that matches nothing is a usage error -> exit 2.
+    assert main(["run", "--config", str(cfg), "--suite", "nope"]) == 2
+
+
+def test_unreachable_gateway_is_recorded_not_fatal(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, f"http://127.0.0.1:{_free_port()}/v1", suites=SMOKE, models='["m"]')
+    assert main(["run", "--config", str(cfg)]) == 1
+    store = Store(f"sqlite:///{tmp_path / 'probe.db'}")
+    assert {o.failure for o in store.observations()} == {"connect"}
+
+
+def test_spend_cap_skips_runs(sim: SimServer, tmp_path: Path) -> None:
+    cfg = _config(
+        tmp_path,
+        sim.base_url,
+        suites=SMOKE,
+        models='["sim-large"]',
+        extra="[budget]\ndaily_cap = 0.0\n",
+    )
+    main(["run", "--config", str(cfg)])
+    store = Store(f"sqlite:///{tmp_path / 'probe.db'}")
+    runs = store.runs("local", "sim-large", "smoke")
+    assert [r.status for r in runs] == ["skipped"]
+    assert "spend cap" in (runs[0].reason or "")
+    assert not store.observations()
+
+
+def test_models_lists_the_gateway(
+    sim: SimServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(tmp_path, sim.base_url, suites=SMOKE, models='["sim-large"]')
+    assert main(["models", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "sim-large" in out and "sim-small" in out
+
+
+def test_serve_metrics_health_report_and_sigterm(sim: SimServer, tmp_path: Path) -> None:
+    cfg = _config(
+        tmp_path,
+        sim.base_url,
+        suites="""
+[[suites]]
+file = "smoke.toml"
+interval = "2s"
+""",
+        models='["sim-large", "sim-small"]',
+    )
+    listen = next(
+        line.split('"')[1] for line in cfg.read_text().splitlines() if line.startswith("listen")
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aione_probe", "serve", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        metrics = ""
+        while time.monotonic() < deadline:
+            try:
+                metrics = httpx.get(f"http://{listen}/metrics", timeout=2).text
+                if "aione_probe_requests_total{" in metrics:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert "aione_probe_requests_total{" in metrics
+        assert "_created" not in metrics
+        health = httpx.get(f"http://{listen}/healthz", timeout=2)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output = proc.stdout.read().decode() if proc.stdout else ""
+    store = Store(f"sqlite:///{tmp_path / 'probe.db'}")
+    assert not store.runs(status="running"), output
+    assert "sk-" not in output
