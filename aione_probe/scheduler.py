@@ -98,6 +98,11 @@ class ProbeScheduler:
         self._loop = asyncio.get_running_loop()
         self._scheduler.start()
 
+    def pause(self) -> None:
+        """Stop firing jobs; runs in progress continue (shutdown would cancel them)."""
+        if self._scheduler.running:
+            self._scheduler.pause()
+
     def shutdown(self) -> None:
         """Stop scheduling new runs; runs in progress are left to the caller to drain."""
         if self._scheduler.running:

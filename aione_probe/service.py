@@ -268,8 +268,14 @@ class Service:
                 except Exception:
                     log.exception("analysis or report failed; the service keeps running")
         finally:
-            scheduler.shutdown()
+            # Pause first: the scheduler's shutdown cancels the runs it started, and runs
+            # in progress should get the grace period to finish and store what they saw.
+            scheduler.pause()
             await self._drain(drain_s)
+            scheduler.shutdown()
+            n = await self.astore.call(Store.mark_interrupted_runs, "interrupted by shutdown")
+            if n:
+                log.warning("marked %d run(s) interrupted by shutdown", n)
             server.stop()
             self._scheduler = None
 

@@ -12,7 +12,7 @@ import pytest
 
 from aione_probe.errors import FailureKind
 from aione_probe.report import build_report_data, render_report
-from aione_probe.report.data import category_of, slug
+from aione_probe.report.model import category_of, slug
 from aione_probe.report.svg import Series, bar_chart, column_chart, line_chart
 from aione_probe.store import CheckRecord, ObservationRecord, Store
 from aione_probe.types import CheckResult, CheckValue, Observation, Usage

@@ -224,6 +224,67 @@ def stratified_g_test(
     )
 
 
+def modal_share_test(
+    strata: Sequence[tuple[Mapping[str, int], Mapping[str, int]]],
+    *,
+    min_per_side: int = 5,
+    n_perm: int = DEFAULT_PERMUTATIONS,
+    rng: np.random.Generator | int | None = None,
+) -> StatResult:
+    """One-sided test for dilution: does the target give each stratum's most common answer
+    less often than the reference?
+
+    A target that routes a share π of requests to another model shows the genuine model's
+    favourite answers about (1 − π) times as often; this 1-degree-of-freedom statistic is
+    far more sensitive to that than a G-test over all answers. The favourite answer of a
+    stratum is chosen from the *pooled* counts, which permutation leaves unchanged, so the
+    test stays exact: the target's count of it is hypergeometric given the margins, and p
+    comes from summing those draws over strata (Besag–Clifford stopping).
+
+    Raises:
+        InsufficientDataError: fewer than `min_per_side` answers on either side overall.
+    """
+    rows = []
+    n_x = n_y = 0
+    for x, y in strata:
+        sx, sy = sum(x.values()), sum(y.values())
+        n_x += sx
+        n_y += sy
+        if sx and sy:
+            pooled = Counter(x) + Counter(y)
+            mode = min(pooled, key=lambda c: (-pooled[c], c))
+            rows.append((x.get(mode, 0), pooled[mode], sx, sx + sy))
+    short = max(min_per_side - n_x, min_per_side - n_y, 0)
+    if short or not rows:
+        raise InsufficientDataError("too few categorical answers", short or min_per_side)
+    arr = np.array(rows, dtype=np.int64)
+    hits_x, modal, sizes_x, totals = arr.T
+    expected = float((modal * sizes_x / totals).sum())
+    observed = expected - float(hits_x.sum())
+    gen = _rng(rng)
+
+    def draw(size: int) -> np.ndarray:
+        sims = np.zeros(size)
+        for m, nx, n in zip(modal, sizes_x, totals, strict=True):
+            sims += gen.hypergeometric(m, n - m, nx, size=size)
+        return expected - sims
+
+    p, draws = _sequential_perm_p(observed, draw, n_perm, batch=5000, hits_to_stop=20)
+    return StatResult(
+        "modal_dilution",
+        observed,
+        p,
+        n_x,
+        n_y,
+        method="permutation",
+        extra={
+            "target_modal": int(hits_x.sum()),
+            "expected_modal": expected,
+            "permutations": draws,
+        },
+    )
+
+
 def g_test(
     x: Mapping[str, int],
     y: Mapping[str, int],

@@ -189,8 +189,8 @@ def tally_observations(
         inside = o.started_at >= since
         counted = reached and inside
         ended = o.started_at + timedelta(seconds=o.end_s or 0.0)
-        certain = counted and o.started_at >= since + edge and ended < until - timedelta(
-            seconds=settle_s
+        certain = (
+            counted and o.started_at >= since + edge and ended < until - timedelta(seconds=settle_s)
         )
         prompt, completion = _tokens(o)
         model = tally.models.setdefault(o.model, ModelTally())

@@ -15,7 +15,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
-from aione_probe.report.data import PERCENTILES, ReportData, TargetReport, verdict_tone
+from aione_probe.report.data import PERCENTILES
+from aione_probe.report.model import ReportData, TargetReport, verdict_tone
 from aione_probe.report.svg import Series, bar_chart, column_chart, line_chart
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -2,7 +2,8 @@
 
 Routes:
     GET  /v1/models                  OpenAI model list
-    POST /v1/chat/completions        plain JSON or SSE stream
+    POST /v1/chat/completions        plain JSON or SSE stream (image models: `sim.images`)
+    POST /v1/messages                Anthropic Messages, plain or event stream (`sim.anthropic`)
     GET  /api/v1/obs/dashboard       AIone-style usage dashboard (``range_days``)
     GET  /sim/control                current model settings and globals
     POST /sim/control                merge settings: ``{"model": id, ...}`` and/or globals,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hmac
 import random
 import time
@@ -61,6 +63,9 @@ class SimState:
 
 def create_app(config: SimConfig) -> Starlette:
     """Build the simulator ASGI app for `config`."""
+    # Imported here: these modules use this one's SSEResponse and _Cut.
+    from aione_probe.sim import anthropic
+
     config.validate()
     state = SimState(
         config, Engine(config, load_answer_key(config.resolved_answer_key_dirs())), RequestLog()
@@ -68,6 +73,7 @@ def create_app(config: SimConfig) -> Starlette:
     routes = [
         Route("/v1/models", _guard(state, _models), methods=["GET"]),
         Route("/v1/chat/completions", _guard(state, _chat), methods=["POST"]),
+        Route("/v1/messages", functools.partial(anthropic.messages, state), methods=["POST"]),
         Route("/api/v1/obs/dashboard", _guard(state, _dashboard), methods=["GET"]),
         Route("/sim/control", _guard(state, _control), methods=["GET", "POST"]),
     ]
@@ -84,6 +90,9 @@ def _guard(state: SimState, handler: Handler) -> Callable[[Request], Any]:
         key = state.config.api_key
         if key is not None:
             given = request.headers.get("authorization", "")
+            # Anthropic-protocol clients list models with x-api-key.
+            if "x-api-key" in request.headers:
+                given = f"Bearer {request.headers['x-api-key']}"
             if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
                 return _error(
                     SimError(
@@ -125,6 +134,11 @@ async def _chat(state: SimState, request: Request) -> Response:
             ) from None
         if isinstance(body, dict) and isinstance(body.get("model"), str):
             model = body["model"]
+            settings = state.config.models.get(model)
+            if settings is not None and settings.image:
+                from aione_probe.sim import images  # imports this module
+
+                return await images.generate(state, body, started)
         req = parse_body(body)
         completion = state.engine.complete(req)
     except SimError as err:

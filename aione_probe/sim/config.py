@@ -57,6 +57,9 @@ class ModelSettings:
         price_input: RMB per 1M uncached prompt tokens (dashboard cost).
         price_cached_input: RMB per 1M cached prompt tokens.
         price_output: RMB per 1M completion tokens.
+        image: An image-generation model (answered by `sim.images`, chat completions only).
+        image_fault: Broken image answers: ``"none"``, ``"truncated_base64"``,
+            ``"wrong_mime"`` (PNG bytes declared as JPEG) or ``"no_image"`` (text only).
     """
 
     persona: str
@@ -76,6 +79,11 @@ class ModelSettings:
     price_input: float = 10.0
     price_cached_input: float = 2.5
     price_output: float = 30.0
+    image: bool = False
+    image_fault: str = "none"
+
+
+IMAGE_FAULTS = ("none", "truncated_base64", "wrong_mime", "no_image")
 
 
 @dataclass
@@ -125,6 +133,8 @@ def validate_settings(model_id: str, s: ModelSettings, personas: dict[str, Perso
         raise ValueError(f"model {model_id!r}: error_rate needs error_statuses")
     if s.latency_multiplier < 0:
         raise ValueError(f"model {model_id!r}: latency_multiplier must be >= 0")
+    if s.image_fault not in IMAGE_FAULTS:
+        raise ValueError(f"model {model_id!r}: image_fault must be one of {list(IMAGE_FAULTS)}")
 
 
 def settings_from_dict(model_id: str, data: dict[str, Any]) -> ModelSettings:
@@ -190,7 +200,9 @@ def default_sim_config(**overrides: Any) -> SimConfig:
     ``sim-large-relay`` (claims large, 30% of requests answered by "small"),
     ``sim-large-quant`` (quantisation-like "large-q" under a large name),
     ``sim-reasoner`` (honest "reasoner" with reasoning tokens) and ``sim-flaky``
-    (large, 20% of requests fail with 429/500/503).
+    (large, 20% of requests fail with 429/500/503), plus the Gemini image models
+    ``gemini-3-pro-image-preview`` (and its ``-2k`` / ``-4k`` variants) and
+    ``gemini-2.5-flash-image`` (see `sim.images`).
     """
     large = {"price_input": 20.0, "price_cached_input": 5.0, "price_output": 80.0}
     small = {"price_input": 1.0, "price_cached_input": 0.25, "price_output": 4.0}
@@ -203,6 +215,15 @@ def default_sim_config(**overrides: Any) -> SimConfig:
         "sim-large-quant": ModelSettings(persona="large-q", **large),
         "sim-reasoner": ModelSettings(persona="reasoner", price_output=60.0),
         "sim-flaky": ModelSettings(persona="large", error_rate=0.2, **large),
+        **{
+            model: ModelSettings(persona="large", image=True, price_output=120.0)
+            for model in (
+                "gemini-3-pro-image-preview",
+                "gemini-3-pro-image-preview-2k",
+                "gemini-3-pro-image-preview-4k",
+                "gemini-2.5-flash-image",
+            )
+        },
     }
     config = SimConfig(models=models, **overrides)
     config.validate()
