@@ -349,7 +349,8 @@ def _part(part: dict[str, Any]) -> dict[str, Any]:
         url = url if isinstance(url, str) else ""
         if url.startswith("data:") and ";base64," in url:
             media, data = url[5:].split(";base64,", 1)
-            return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+            source = {"type": "base64", "media_type": media, "data": data}
+            return {"type": "image", "source": source}
         return {"type": "image", "source": {"type": "url", "url": url}}
     return dict(part)
 

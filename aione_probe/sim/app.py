@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from aione_probe.sim import images
 from aione_probe.sim.answers import load_answer_key
 from aione_probe.sim.config import (
     GLOBAL_CONTROL_KEYS,
@@ -136,8 +137,6 @@ async def _chat(state: SimState, request: Request) -> Response:
             model = body["model"]
             settings = state.config.models.get(model)
             if settings is not None and settings.image:
-                from aione_probe.sim import images  # imports this module
-
                 return await images.generate(state, body, started)
         req = parse_body(body)
         completion = state.engine.complete(req)

@@ -102,7 +102,7 @@ async def generate(state: SimState, body: dict[str, Any], started: float) -> Res
         if settings.error_rate and rng.random() < settings.error_rate:
             raise fault_error(rng.choice(settings.error_statuses), settings.retry_after_s)
     except SimError as err:
-        _log(state, model, err.status, started, 0, 0)
+        _log(state, model, err.status, started, 0, 0, 0.0)
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
     prompt = _prompt(body["messages"])
     tok = get_tokenizer(state.config.personas[settings.persona].tokenizer)
@@ -111,7 +111,8 @@ async def generate(state: SimState, body: dict[str, Any], started: float) -> Res
     content: list[dict[str, Any]] = [{"type": "text", "text": _TEXT}]
     if settings.image_fault != "no_image":
         completion_tokens += IMAGE_TOKENS[size]
-        content.append({"type": "image_url", "image_url": {"url": _data_url(model, prompt, ratio, size, settings.image_fault)}})
+        url = _data_url(model, prompt, ratio, size, settings.image_fault)
+        content.append({"type": "image_url", "image_url": {"url": url}})
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -126,7 +127,8 @@ async def generate(state: SimState, body: dict[str, Any], started: float) -> Res
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": usage,
     }
-    _log(state, model, 200, started, prompt_tokens, completion_tokens)
+    cost = (prompt_tokens * settings.price_input + completion_tokens * settings.price_output) / 1e6
+    _log(state, model, 200, started, prompt_tokens, completion_tokens, cost)
     headers = {"x-request-id": "req_" + uuid.UUID(int=rng.getrandbits(128)).hex}
     return JSONResponse(result, headers=headers)
 
@@ -144,7 +146,13 @@ def _data_url(model: str, prompt: str, ratio: str, size: str, fault: str) -> str
 
 
 def _log(
-    state: SimState, model: str, status: int, started: float, prompt: int, completion: int
+    state: SimState,
+    model: str,
+    status: int,
+    started: float,
+    prompt: int,
+    completion: int,
+    cost: float,
 ) -> None:
     state.log.add(
         LoggedRequest(
@@ -154,6 +162,6 @@ def _log(
             prompt_tokens=prompt,
             completion_tokens=completion,
             latency_ms=(time.perf_counter() - started) * 1000,
-            cost_rmb=0.0,
+            cost_rmb=cost,
         )
     )
