@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from aione_probe.authenticity import audit_target
 from aione_probe.config import Config
+from aione_probe.crossproto import compare_protocols
 from aione_probe.drift import Window, evaluate
 from aione_probe.errors import FailureKind
 from aione_probe.store import Store
@@ -22,7 +23,9 @@ log = logging.getLogger(__name__)
 
 SCORED = {CheckValue.passed.value, CheckValue.failed.value, CheckValue.partial.value}
 #: Checks about the protocol and the bill, not answer quality: they never enter pass rates.
-PROTOCOL_CHECKS = frozenset({"finish_reason", "cache", "prompt_tokens_consistent", "image"})
+PROTOCOL_CHECKS = frozenset(
+    {"finish_reason", "cache", "prompt_tokens_consistent", "image", "model_name"}
+)
 
 
 def is_quality_check(name: str) -> bool:
@@ -31,8 +34,12 @@ def is_quality_check(name: str) -> bool:
 
 
 def analyse(store: Store, cfg: Config, now: datetime | None = None) -> None:
-    """Recompute drift and authenticity verdicts for every known target."""
+    """Recompute drift, authenticity and cross-protocol verdicts for every known target."""
     now = now or utcnow()
+    try:
+        analyse_cross_protocol(store, cfg, now)
+    except Exception:
+        log.exception("cross-protocol analysis failed")
     for gateway, model in store.targets():
         try:
             analyse_drift(store, cfg, gateway, model, now)
@@ -156,3 +163,37 @@ def analyse_drift(store: Store, cfg: Config, gateway: str, model: str, now: date
                 "correction": "holm",
             },
         )
+
+
+def analyse_cross_protocol(store: Store, cfg: Config, now: datetime) -> None:
+    """Compare each model served by both an OpenAI-protocol and an Anthropic gateway.
+
+    The verdict is stored under the OpenAI gateway with suite ``vs:<anthropic gateway>``.
+    """
+    protocol = {g.name: g.protocol for g in cfg.gateways}
+    serving: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for gateway, model in store.targets():
+        if gateway in protocol:
+            serving[model][protocol[gateway]].append(gateway)
+    since = now - timedelta(seconds=cfg.authenticity.window)
+    for model, by_protocol in serving.items():
+        for a in by_protocol.get("openai", []):
+            for b in by_protocol.get("anthropic", []):
+                rows = [
+                    *store.observations(a, model, since=since, until=now, final_only=True),
+                    *store.observations(b, model, since=since, until=now, final_only=True),
+                ]
+                result = compare_protocols(rows, alpha=cfg.authenticity.alpha)
+                p_values = [s["p_value"] for s in result["signals"] if s.get("p_value") is not None]
+                store.save_verdict(
+                    "cross_protocol",
+                    a,
+                    model,
+                    f"vs:{b}",
+                    result["verdict"],
+                    min(p_values, default=None),
+                    cfg.authenticity.alpha,
+                    result["n"],
+                    None,
+                    result,
+                )

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 from aione_probe.asyncstore import AsyncStore
 from aione_probe.checks import CheckContext, run_checks, run_group_checks
+from aione_probe.checks.image import compact_parts
 from aione_probe.cost import Price, cost_of
 from aione_probe.errors import FailureKind
 from aione_probe.gateway import GatewayClient
 from aione_probe.metrics import ProbeMetrics
 from aione_probe.store import CheckRecord, ObservationRecord, Store
 from aione_probe.suites import ProbeInstance, Suite
-from aione_probe.types import CheckResult, CheckValue, Observation, utcnow
+from aione_probe.types import ChatRequest, CheckResult, CheckValue, Observation, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ async def run_suite(
     budget_left: float | None = None,
     suite_name: str | None = None,
     progress: ProgressFn | None = None,
+    listed_models: tuple[str, ...] | None = None,
 ) -> RunSummary:
     """Run `suite` once against `target` and store everything it observed.
 
@@ -122,13 +124,14 @@ async def run_suite(
     budget = _Budget(budget_left)
     outcomes: list[_ProbeOutcome] = []
     reason = ""
+    context = _Context(price, listed_models)
     try:
         for group in await _run_groups(
             _group_by_probe(instances),
             target,
             suite,
             client,
-            price,
+            context,
             budget,
             metrics,
             name,
@@ -144,6 +147,19 @@ async def run_suite(
     return await _write(astore, run_id, target, name, suite, outcomes, reason, metrics)
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every check of this run may know besides its observation."""
+
+    price: Price | None
+    listed_models: tuple[str, ...] | None
+
+    def for_(self, inst: ProbeInstance, request: ChatRequest) -> CheckContext:
+        return CheckContext(
+            instance=inst, request=request, price=self.price, listed_models=self.listed_models
+        )
+
+
 def _group_by_probe(instances: list[ProbeInstance]) -> list[list[ProbeInstance]]:
     groups: dict[str, list[ProbeInstance]] = {}
     for inst in instances:
@@ -156,7 +172,7 @@ async def _run_groups(
     target: Target,
     suite: Suite,
     client: GatewayClient,
-    price: Price | None,
+    context: _Context,
     budget: _Budget,
     metrics: ProbeMetrics | None,
     suite_name: str,
@@ -167,12 +183,12 @@ async def _run_groups(
             return None
         request = inst.request(target.model)
         attempts = await client.chat(request)
-        costs = [cost_of(obs.usage, price) for obs in attempts]
+        costs = [cost_of(obs.usage, context.price) for obs in attempts]
         for obs, cost in zip(attempts, costs, strict=True):
             budget.spend(cost)
             if metrics is not None:
                 metrics.observe(obs, suite=suite_name, cost=cost)
-        ctx = CheckContext(instance=inst, request=request, price=price)
+        ctx = context.for_(inst, request)
         checks = run_checks(inst, attempts[-1], ctx, suite.default_checks)
         if metrics is not None:
             metrics.observe_checks(target.gateway, target.model, suite_name, checks)
@@ -185,8 +201,7 @@ async def _run_groups(
         if probe.group_checks or probe.kind == "cache":
             done = [o for inst in insts if (o := await one(inst)) is not None]
             if done and len(done) == len(insts):
-                request = insts[0].request(target.model)
-                ctx = CheckContext(instance=insts[0], request=request, price=price)
+                ctx = context.for_(insts[0], insts[0].request(target.model))
                 extra = run_group_checks(insts, [o.attempts[-1] for o in done], ctx)
                 done[-1].checks.extend(extra)
                 if metrics is not None:
@@ -217,6 +232,8 @@ async def _write(
         inst = outcome.instance
         for i, (obs, cost) in enumerate(zip(outcome.attempts, outcome.costs, strict=True)):
             is_final = i == len(outcome.attempts) - 1
+            if obs.content_parts:
+                obs.content_parts = compact_parts(obs.content_parts)
             obs_records.append(
                 ObservationRecord(
                     observation=obs,

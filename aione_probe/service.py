@@ -26,6 +26,7 @@ from aione_probe.config import Config, GatewayConfig, SuiteConfig
 from aione_probe.errors import ConfigError, GatewayError
 from aione_probe.gateway import GatewayClient
 from aione_probe.metrics import ProbeMetrics
+from aione_probe.reconcile import reconcile_gateway
 from aione_probe.report import build_report_data, render_report
 from aione_probe.runner import RunSummary, Target, run_suite
 from aione_probe.scheduler import ProbeScheduler
@@ -77,6 +78,7 @@ class Service:
         factory = transport_factory or (lambda _gw: None)
         self.clients = {g.name: GatewayClient(g, transport=factory(g)) for g in cfg.gateways}
         self.models: dict[str, list[str]] = {}
+        self.listed: dict[str, tuple[str, ...] | None] = {}
         self.discovery_errors: dict[str, str] = {}
         self._started = time.monotonic()
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -108,14 +110,21 @@ class Service:
         self.astore.close()
 
     async def _resolve_models(self, gw: GatewayConfig) -> list[str]:
-        if gw.models is not None:
-            return list(gw.models)
+        # Listed even when models are configured: the model_name check compares the
+        # echoed model with the standard ids (a free GET, no tokens).
         try:
             listed = await self.clients[gw.name].list_models()
         except GatewayError as exc:
+            self.listed[gw.name] = None
+            if gw.models is not None:
+                log.warning("gateway %s: GET /models failed: %s", gw.name, exc)
+                return list(gw.models)
             self.discovery_errors[gw.name] = str(exc)
             log.error("gateway %s: model discovery failed: %s", gw.name, exc)
             return []
+        self.listed[gw.name] = tuple(listed)
+        if gw.models is not None:
+            return list(gw.models)
         chosen = gw.discovery.select(listed)
         log.info("gateway %s: %d of %d listed models selected", gw.name, len(chosen), len(listed))
         return chosen
@@ -166,6 +175,7 @@ class Service:
             budget_left=None if cap is None else cap - spent,
             suite_name=job.suite.job_name,
             progress=progress,
+            listed_models=self.listed.get(gw),
         )
         self.metrics.set_spend(gw, spent + summary.cost, cap)
         return summary
@@ -200,6 +210,12 @@ class Service:
         """Recompute verdicts, refresh store-derived metrics and write the report."""
         cfg = self.cfg
         await self.astore.call(analyse, cfg)
+        for gw in cfg.gateways:
+            if gw.management is not None:
+                try:
+                    await reconcile_gateway(gw, self.astore)
+                except Exception:
+                    log.exception("reconciliation of %s failed", gw.name)
         await self.astore.call(self.metrics.refresh)
         until = utcnow()
         since = until - timedelta(seconds=cfg.reports.period)

@@ -242,7 +242,10 @@ class ProbeInstance:
     @property
     def stream(self) -> bool:
         """Stream mode of this sample: alternating plain (even) / stream (odd) when the
-        probe sets ``alternate_stream``, else the probe's `stream`."""
+        probe sets ``alternate_stream``, else the probe's `stream`. Image probes never
+        stream: image models reject ``stream: true``."""
+        if self.probe.kind == "image":
+            return False
         if self.probe.alternate_stream:
             return self.sample % 2 == 1
         return self.probe.stream
@@ -265,6 +268,7 @@ class ProbeInstance:
             tool_choice=p.tool_choice,
             response_format=p.response_format,
             seed=p.seed,
+            cache_prefix=p.kind == "cache",
             extra=self.render(dict(p.extra)),
         )
 

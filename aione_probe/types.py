@@ -28,6 +28,8 @@ class ChatRequest:
     `messages` use OpenAI roles (system, user, assistant, tool); `tools` use OpenAI's
     ``{"type": "function", "function": {...}}`` shape; `extra` carries
     provider-specific body fields passed through verbatim (e.g. ``aspect_ratio``).
+    `cache_prefix` asks the protocol to mark the prompt prefix cacheable where caching
+    is explicit (Anthropic's ``cache_control``); OpenAI-style gateways cache on their own.
     """
 
     model: str
@@ -40,6 +42,7 @@ class ChatRequest:
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
     seed: int | None = None
+    cache_prefix: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -406,7 +406,9 @@ def create_app(server: FaultServer) -> Starlette:
 def running() -> Iterator[FaultServer]:
     """Start the fault server on a free loopback port; stop it on exit."""
     server = FaultServer()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # is TCP, and without it Nagle + delayed ACK hold small SSE writes for ~40 ms.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     server.port = sock.getsockname()[1]

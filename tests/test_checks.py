@@ -396,6 +396,8 @@ VALID_PARAMS: dict[str, dict[str, Any]] = {
     "usage_max_tokens": {},
     "usage_in_stream": {},
     "usage_reasoning": {},
+    "model_name": {"listed": ["m"]},
+    "image": {"aspect_ratio": "1:1"},
 }
 
 

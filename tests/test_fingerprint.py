@@ -43,6 +43,7 @@ from aione_probe.fingerprint.stats import (
     mmd_permutation_test,
     stratified_g_test,
     tokenizer_delta_test,
+    tokenizer_novelty_test,
 )
 
 SUITE = Path(__file__).resolve().parents[1] / "probes" / "fingerprint.toml"
@@ -190,6 +191,30 @@ def test_tokenizer_delta_noisy_reference_raises_noise_rate() -> None:
     res = tokenizer_delta_test({"a": [13], "b": [8]}, ref)
     assert res.extra["noise_rate"] == pytest.approx(1 / 8)
     assert res.p_value > 0.2
+
+
+def test_tokenizer_novelty_unpaired() -> None:
+    ref = {"cjk": [12] * 30, "emoji": [8] * 30}
+    assert tokenizer_novelty_test({"cjk": [12], "emoji": [8]}, ref).p_value == 1.0
+    cross = tokenizer_novelty_test({"cjk": [24, 24], "emoji": [16, 16]}, ref)
+    assert cross.p_value < 1e-4 and cross.extra["unseen"] == 4
+    # A short reference history is weak evidence: unseen values are plausible.
+    short = tokenizer_novelty_test({"cjk": [24]}, {"cjk": [12] * 3})
+    assert short.p_value > 0.2
+    with pytest.raises(InsufficientDataError):
+        tokenizer_novelty_test({"cjk": [12]}, {"cjk": [12, 12]})
+
+
+def test_tokenizer_novelty_null_calibrated() -> None:
+    rng = np.random.default_rng(11)
+    reps, alpha = 400, 0.05
+    rejections = 0
+    for _ in range(reps):
+        # Random canaries: deltas vary with the rendered characters.
+        ref = {"cjk": list(rng.poisson(14, 20)), "hex": list(rng.poisson(20, 20))}
+        tgt = {"cjk": list(rng.poisson(14, 5)), "hex": list(rng.poisson(20, 5))}
+        rejections += tokenizer_novelty_test(tgt, ref).p_value <= alpha
+    assert rejections / reps <= _upper_bound(alpha, reps)
 
 
 # --- speed ----------------------------------------------------------------------------------
@@ -374,6 +399,7 @@ def _endpoint(
     seed: int,
     alt: dict | None = None,
     share: float = 0.0,
+    canaries: int = 4,
     usage: bool = True,
     fail: bool = False,
 ) -> list[SimpleNamespace]:
@@ -393,8 +419,8 @@ def _endpoint(
         out.append(o)
 
     add(_obs("tok-base", "OK", prompt_tokens=20))
-    for k in range(4):
-        n_chars = 6 + k  # canaries rendered from a fixed seed: identical on both sides
+    for k in range(canaries):
+        n_chars = 6 + k % 4  # canaries rendered from a fixed seed: identical on both sides
         p = who()
         add(_obs("tok-cjk", "OK", {"s": "字" * n_chars}, prompt_tokens=20 + n_chars * p["cjk"]))
     for probe in CAT_PROBES:
@@ -480,6 +506,29 @@ def test_audit_intermittent_substitution_share() -> None:
     assert res.verdict.verdict is not VerdictKind.authentic
     share = res.substitution_share
     assert share is not None and share.ci_high > 0.05 and share.ci_low < 0.3
+
+
+def test_audit_unpaired_canaries_and_imported_profile() -> None:
+    ref_obs = _endpoint(_persona(1), samples=40, seed=3, canaries=40)
+    for o in ref_obs:
+        if o.probe_id == "tok-cjk":  # rendered from another seed: no shared canary
+            o.vars = {"s": o.vars["s"] + "x"}
+    imported = Profile.from_dict(
+        json.loads(
+            json.dumps(
+                Profile.from_observations(
+                    ref_obs, gateway="ref", model="m-1", source="reference"
+                ).to_dict()
+            )
+        )
+    )
+    honest = _audit(_endpoint(_persona(1), samples=20, seed=4), imported)
+    tok = next(s for s in honest.verdict.signals if s.signal == "tokenizer")
+    assert "unpaired" in tok.note and tok.p_value == 1.0
+    assert honest.verdict.verdict is VerdictKind.authentic
+    assert honest.details["reference"]["gateway"] == "ref"
+    cross = _audit(_endpoint(_persona(1, tokens_per_cjk=3), samples=20, seed=4), imported)
+    assert cross.verdict.verdict is VerdictKind.substituted
 
 
 def test_audit_usage_missing_disables_tokenizer() -> None:

@@ -28,6 +28,7 @@ from aione_probe.gateway import (
     parse_retry_after,
     scrub,
 )
+from aione_probe.gateway.pool import ShardedPool
 from aione_probe.types import ChatRequest
 
 KEY = "test-key-0123456789"
@@ -726,6 +727,24 @@ async def test_rate_limit_applies_to_every_attempt() -> None:
     async with client_for(handler, gw, limiter=limiter, sleep=Recorder()) as client:
         attempts = await client.chat(request())
     assert len(attempts) == 2 and slept == [60.0]
+
+
+def test_sharded_pool_fills_lowest_shard_first() -> None:
+    made: list[int] = []
+
+    def make(connections: int) -> httpx.AsyncClient:
+        made.append(connections)
+        return httpx.AsyncClient()
+
+    pool = ShardedPool(make, 20, shard_size=8)
+    assert made == [8, 8, 4]
+    first = pool.acquire()
+    pool.release(first)
+    assert pool.acquire() is first  # sequential traffic reuses one shard
+    taken = [pool.acquire() for _ in range(19)]
+    assert [pool.clients.index(c) for c in taken] == [0] * 7 + [1] * 8 + [2] * 4
+    pool.release(taken[3])
+    assert pool.acquire() is pool.clients[0]
 
 
 # --- list_models ---------------------------------------------------------------------------

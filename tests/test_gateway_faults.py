@@ -227,7 +227,10 @@ async def test_ttft_matches_server_timestamps(server: FaultServer) -> None:
     assert abs(statistics.median(errors_ms)) < 10, errors_ms
 
 
-async def test_connection_reused_across_requests_and_outcomes(server: FaultServer) -> None:
+@pytest.mark.parametrize("concurrency", [1, 20])
+async def test_connection_reused_across_requests_and_outcomes(
+    server: FaultServer, concurrency: int
+) -> None:
     sequence = [
         ("ok", False),
         ("ok", True),
@@ -238,7 +241,7 @@ async def test_connection_reused_across_requests_and_outcomes(server: FaultServe
         ("tools", True),
     ]
     ports = set()
-    async with GatewayClient(gw_for(server.base_url, max_concurrency=1)) as client:
+    async with GatewayClient(gw_for(server.base_url, max_concurrency=concurrency)) as client:
         for model, stream in sequence:
             [obs] = await client.chat(ChatRequest(model=model, messages=MSG, stream=stream))
             assert obs.request_id

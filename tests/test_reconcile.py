@@ -568,6 +568,7 @@ def test_model_name_is_a_registered_check() -> None:
     @dataclass
     class Ctx:
         request: ChatRequest
+        listed_models: tuple[str, ...] | None = None
 
     fn = registered_checks()["model_name"].fn
     ctx: Any = Ctx(ChatRequest(model="gpt-5.4", messages=()))
@@ -575,5 +576,8 @@ def test_model_name_is_a_registered_check() -> None:
     got = fn(obs, {"listed": LISTED}, ctx)
     assert (got.name, got.value) == ("model_name", F)
     assert fn(obs, {}, ctx).value is U
+    # The runner passes the gateway's /v1/models answer in the context.
+    from_gateway: Any = Ctx(ChatRequest(model="gpt-5.4", messages=()), tuple(LISTED))
+    assert fn(obs, {}, from_gateway).value is F
     failed = Observation(gateway="g", model="gpt-5.4", failure=FailureKind.http_5xx)
     assert fn(failed, {"listed": LISTED}, ctx).value is U

@@ -42,6 +42,7 @@ def test_smoke_suite_loads_and_is_cheap() -> None:
         "usage_total",
         "usage_max_tokens",
         "usage_in_stream",
+        "model_name",
     ]
     assert all(p.cheap and p.max_tokens is not None and p.max_tokens <= 32 for p in suite.probes)
     streams = {i.stream for i in suite.expand(1)}

@@ -1,14 +1,16 @@
 """Registered checks: pure functions of an observation, and group checks over samples.
 
 Importing this package registers every built-in check (one module per family: match,
-numeric, structured, instructions, protocol, cache, consistency).
+numeric, structured, instructions, protocol, cache, consistency, image, model_name).
 """
 
 from aione_probe.checks import (  # noqa: F401  (imported to register their checks)
     cache,
     consistency,
+    image,
     instructions,
     match,
+    model_name,
     numeric,
     protocol,
     structured,

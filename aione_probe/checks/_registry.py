@@ -46,11 +46,13 @@ class CheckContext:
         instance: the probe instance the observation answers.
         request: the request that was sent.
         price: the model's price, or None when the price table has no entry.
+        listed_models: the ids the gateway's ``GET /v1/models`` returned (None: unknown).
     """
 
     instance: ProbeInstance
     request: ChatRequest
     price: Price | None = None
+    listed_models: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ AIone documents standard model ids in ``GET /v1/models`` (case-sensitive) and ac
 compatibility aliases only for old clients. The check passes when the request used a
 listed standard id and the response echoes it unchanged; it fails on an alias, another
 id, a dated snapshot or a change of case, and is ``missing`` when the response carries
-no ``model``. The listed ids come from the ``listed`` parameter; without it the check
-is ``unscored``.
+no ``model``. The listed ids come from the ``listed`` parameter, else from the gateway's
+``/v1/models`` answer the runner passes in the context; without either the check is
+``unscored``.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _validate(params: dict[str, Any]) -> None:
 @check("model_name", validate=_validate)
 def model_name(obs: Observation, params: dict[str, Any], ctx: CheckContext) -> CheckResult:
     """`model_name_findings` for the request's model, the echoed model and ``listed``."""
-    listed = params.get("listed")
+    listed = params.get("listed", ctx.listed_models)
     if listed is None:
         return result(
             CheckValue.unscored, explanation="no /v1/models list was given (parameter 'listed')"

@@ -28,6 +28,7 @@ from aione_probe.fingerprint.stats import (
     mmd_permutation_test,
     stratified_g_test,
     tokenizer_delta_test,
+    tokenizer_novelty_test,
 )
 from aione_probe.fingerprint.verdict import SignalResult, Verdict, decide
 
@@ -227,7 +228,9 @@ def _from_stat(
     )
 
 
-def _insufficient(signal: str, test: str, exc: InsufficientDataError, probes=()) -> SignalResult:
+def _insufficient(
+    signal: str, test: str, exc: InsufficientDataError, probes: Iterable[str] = ()
+) -> SignalResult:
     return SignalResult(
         signal,
         test,
@@ -278,41 +281,51 @@ def _tokenizer(target: Profile, reference: Profile, ms: MinSamples) -> SignalRes
         )
     except InsufficientDataError:
         pass
-    # Canaries rendered from different seeds: compare the delta distributions per probe.
-    results = []
+    # Canaries rendered from different seeds: unseen deltas per probe, and a shift in the
+    # delta distribution; Bonferroni over the two.
+    by_probe_t = {h: [d for v in s.deltas.values() for d in v] for h, s in t.items()}
+    by_probe_r = {h: [d for v in s.deltas.values() for d in v] for h, s in r.items()}
+    results: list[StatResult] = []
     short = ms.tokenizer_unpaired
-    for h in t:
-        xs = [d for v in t[h].deltas.values() for d in v]
-        ys = [d for v in r[h].deltas.values() for d in v]
-        if not xs and not ys:
-            continue
+    try:
+        results.append(tokenizer_novelty_test(by_probe_t, by_probe_r))
+    except InsufficientDataError as exc:
+        short = exc.needed
+    shifts = []
+    for h, xs in by_probe_t.items():
         try:
-            results.append(mann_whitney(xs, ys, min_per_side=ms.tokenizer_unpaired))
+            shifts.append(mann_whitney(xs, by_probe_r[h], min_per_side=ms.tokenizer_unpaired))
         except InsufficientDataError as exc:
             short = min(short, exc.needed)
+    if shifts:
+        low = min(shifts, key=lambda res: res.p_value)
+        results.append(dataclasses.replace(low, p_value=min(1.0, low.p_value * len(shifts))))
     if not results:
         return SignalResult(
             "tokenizer",
-            "tokenizer_delta_mann_whitney",
+            "tokenizer_delta_unpaired",
             status="insufficient",
             needed=short,
             probes=probes,
-            note="no canary rendered identically on both sides; too few for a distribution test",
+            note="no canary rendered identically on both sides; too few for an unpaired test",
         )
     best = min(results, key=lambda res: res.p_value)
     return SignalResult(
         "tokenizer",
-        "tokenizer_delta_mann_whitney_bonferroni",
+        f"{best.test}_bonferroni",
         statistic=best.statistic,
         p_value=min(1.0, best.p_value * len(results)),
-        n=sum(res.n_x for res in results),
-        n_reference=sum(res.n_y for res in results),
+        n=max(res.n_x for res in results),
+        n_reference=max(res.n_y for res in results),
         probes=probes,
         note=(note + "; " if note else "") + "unpaired canaries (different seeds)",
+        extra={res.test: res.p_value for res in results} | dict(best.extra),
     )
 
 
-def _categorical(target, reference, ms, n_perm, rng) -> SignalResult:
+def _categorical(
+    target: Profile, reference: Profile, ms: MinSamples, n_perm: int, rng: np.random.Generator
+) -> SignalResult:
     t, r, problem = _shared(target, reference, "categorical")
     if problem:
         return dataclasses.replace(
@@ -326,7 +339,9 @@ def _categorical(target, reference, ms, n_perm, rng) -> SignalResult:
     return _from_stat("categorical", res, _ids(t, t), "stratified over probes")
 
 
-def _text(target, reference, ms, n_perm, rng) -> SignalResult:
+def _text(
+    target: Profile, reference: Profile, ms: MinSamples, n_perm: int, rng: np.random.Generator
+) -> SignalResult:
     t, r, problem = _shared(target, reference, "categorical")
     if problem:
         return dataclasses.replace(
@@ -358,7 +373,9 @@ def _greedy(target: Profile, reference: Profile) -> SignalResult:
     return _from_stat("greedy", res, _ids(t, t), "temperature 0 is not fully deterministic")
 
 
-def _metadata(target, reference, ms, n_perm, rng) -> SignalResult:
+def _metadata(
+    target: Profile, reference: Profile, ms: MinSamples, n_perm: int, rng: np.random.Generator
+) -> SignalResult:
     both = sorted(set(target.probes) & set(reference.probes))
     tm: dict[str, dict[str, int]] = {}
     rm: dict[str, dict[str, int]] = {}
@@ -378,7 +395,9 @@ def _metadata(target, reference, ms, n_perm, rng) -> SignalResult:
     return _from_stat("metadata", res, probes, "weak: response metadata is easy to rewrite")
 
 
-def _identity(target, reference, ms, n_perm, rng) -> SignalResult:
+def _identity(
+    target: Profile, reference: Profile, ms: MinSamples, n_perm: int, rng: np.random.Generator
+) -> SignalResult:
     t, r, problem = _shared(target, reference, "identity")
     if problem:
         return dataclasses.replace(problem, test="g_test", needed=max(ms.identity, problem.needed))
@@ -437,7 +456,7 @@ def _share(
     """Substituted share: the tokenizer mismatch rate when canaries disagree (exact for a
     cross-tokenizer substitute), else the modal-answer estimate over categorical probes."""
     tok = next(s for s in signals if s.signal == "tokenizer")
-    if tok.status == "ok" and tok.extra.get("mismatches"):
+    if tok.status == "ok" and tok.statistic and "share" in tok.extra:
         d = tok.extra["share"]
         return ShareEstimate(d["estimate"], d["ci_low"], d["ci_high"], d["method"], d["n"])
     t, r, problem = _shared(target, reference, "categorical")

@@ -209,7 +209,7 @@ def id_shape(value: str | None) -> str:
 def model_echo(requested: str | None, echoed: str | None) -> str:
     """How the response's ``model`` relates to the requested name, case-sensitively:
     ``exact``, ``case`` (differs only in case), ``snapshot`` (one extends the other, e.g. a
-    dated version), ``other`` or ``absent``."""
+    dated version), ``other``, ``absent``, or ``present`` when no requested name is known."""
     if not echoed:
         return "absent"
     if requested is None:

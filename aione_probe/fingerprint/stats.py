@@ -224,67 +224,6 @@ def stratified_g_test(
     )
 
 
-def modal_share_test(
-    strata: Sequence[tuple[Mapping[str, int], Mapping[str, int]]],
-    *,
-    min_per_side: int = 5,
-    n_perm: int = DEFAULT_PERMUTATIONS,
-    rng: np.random.Generator | int | None = None,
-) -> StatResult:
-    """One-sided test for dilution: does the target give each stratum's most common answer
-    less often than the reference?
-
-    A target that routes a share π of requests to another model shows the genuine model's
-    favourite answers about (1 − π) times as often; this 1-degree-of-freedom statistic is
-    far more sensitive to that than a G-test over all answers. The favourite answer of a
-    stratum is chosen from the *pooled* counts, which permutation leaves unchanged, so the
-    test stays exact: the target's count of it is hypergeometric given the margins, and p
-    comes from summing those draws over strata (Besag–Clifford stopping).
-
-    Raises:
-        InsufficientDataError: fewer than `min_per_side` answers on either side overall.
-    """
-    rows = []
-    n_x = n_y = 0
-    for x, y in strata:
-        sx, sy = sum(x.values()), sum(y.values())
-        n_x += sx
-        n_y += sy
-        if sx and sy:
-            pooled = Counter(x) + Counter(y)
-            mode = min(pooled, key=lambda c: (-pooled[c], c))
-            rows.append((x.get(mode, 0), pooled[mode], sx, sx + sy))
-    short = max(min_per_side - n_x, min_per_side - n_y, 0)
-    if short or not rows:
-        raise InsufficientDataError("too few categorical answers", short or min_per_side)
-    arr = np.array(rows, dtype=np.int64)
-    hits_x, modal, sizes_x, totals = arr.T
-    expected = float((modal * sizes_x / totals).sum())
-    observed = expected - float(hits_x.sum())
-    gen = _rng(rng)
-
-    def draw(size: int) -> np.ndarray:
-        sims = np.zeros(size)
-        for m, nx, n in zip(modal, sizes_x, totals, strict=True):
-            sims += gen.hypergeometric(m, n - m, nx, size=size)
-        return expected - sims
-
-    p, draws = _sequential_perm_p(observed, draw, n_perm, batch=5000, hits_to_stop=20)
-    return StatResult(
-        "modal_dilution",
-        observed,
-        p,
-        n_x,
-        n_y,
-        method="permutation",
-        extra={
-            "target_modal": int(hits_x.sum()),
-            "expected_modal": expected,
-            "permutations": draws,
-        },
-    )
-
-
 def g_test(
     x: Mapping[str, int],
     y: Mapping[str, int],
@@ -352,12 +291,14 @@ def char_ngram_similarity(a: str, b: str, n: int = 3) -> float:
     return dot / (na * nb) if na and nb else float(a == b)
 
 
-def _mmd2(ix: np.ndarray, k0: np.ndarray, k: np.ndarray, nx: int, ny: int) -> np.ndarray:
+def _mmd_sums(ix: np.ndarray, k0: np.ndarray) -> np.ndarray:
+    """Within-x, within-y and cross kernel sums of one prompt block, per row of `ix`."""
     iy = 1.0 - ix
-    sxx = ((ix @ k0) * ix).sum(axis=-1)
+    kx = ix @ k0
+    sxx = (kx * ix).sum(axis=-1)
+    sxy = (kx * iy).sum(axis=-1)
     syy = ((iy @ k0) * iy).sum(axis=-1)
-    sxy = ((ix @ k) * iy).sum(axis=-1)
-    return sxx / (nx * (nx - 1)) + syy / (ny * (ny - 1)) - 2.0 * sxy / (nx * ny)
+    return np.stack([sxx, syy, sxy])
 
 
 def mmd_permutation_test(
@@ -395,25 +336,31 @@ def mmd_permutation_test(
     if short:
         raise InsufficientDataError("too few text samples on shared prompts", short)
     texts = [x[i] for i in keep_x] + [y[i] for i in keep_y]
-    groups = np.array([gx[i] for i in keep_x] + [gy[i] for i in keep_y])
-    k = (
-        _hamming_kernel(texts, length)
-        if kernel == "hamming"
-        else _ngram_kernel(texts, ngram, length)
-    )
-    k = k * (groups[:, None] == groups[None, :])
-    k0 = k.copy()
-    np.fill_diagonal(k0, 0.0)
     labels = np.r_[np.ones(nx), np.zeros(ny)]
-    observed = float(_mmd2(labels[None, :], k0, k, nx, ny)[0])
+    groups = np.array([gx[i] for i in keep_x] + [gy[i] for i in keep_y])
+    # The kernel is block-diagonal by prompt: keep one block per prompt.
+    blocks = []
+    for g in sorted(shared):
+        idx = np.flatnonzero(groups == g)
+        sub = [texts[i] for i in idx]
+        kg = (
+            _hamming_kernel(sub, length)
+            if kernel == "hamming"
+            else _ngram_kernel(sub, ngram, length)
+        )
+        np.fill_diagonal(kg, 0.0)  # the diagonal only enters the biased estimate
+        blocks.append((labels[idx], kg))
+    scale = np.array([1 / (nx * (nx - 1)), 1 / (ny * (ny - 1)), -2 / (nx * ny)])
+
+    def mmd2(assign: list[np.ndarray]) -> np.ndarray:
+        sums = sum(_mmd_sums(ix, kg) for ix, (_, kg) in zip(assign, blocks, strict=True))
+        return scale @ sums
+
+    observed = float(mmd2([lab[None, :] for lab, _ in blocks])[0])
     gen = _rng(rng)
-    members = [np.flatnonzero(groups == g) for g in sorted(shared)]
 
     def draw(size: int) -> np.ndarray:
-        perms = np.empty((size, nx + ny))
-        for idx in members:
-            perms[:, idx] = gen.permuted(np.tile(labels[idx], (size, 1)), axis=1)
-        return _mmd2(perms, k0, k, nx, ny)
+        return mmd2([gen.permuted(np.tile(lab, (size, 1)), axis=1) for lab, _ in blocks])
 
     p, draws = _sequential_perm_p(observed, draw, n_perm, batch=500, hits_to_stop=20)
     return StatResult(
@@ -554,6 +501,56 @@ def tokenizer_delta_test(
         ref_n,
         method="exact",
         extra={"mismatches": k, "noise_rate": eps, "share": share.to_dict()},
+    )
+
+
+def tokenizer_novelty_test(
+    target: Mapping[str, Sequence[int]],
+    reference: Mapping[str, Sequence[int]],
+    *,
+    noise_floor: float = 1e-3,
+    min_reference: int = 3,
+) -> StatResult:
+    """Token-count deltas of canaries rendered from *different* seeds, per probe.
+
+    Without identical canaries on both sides, a target delta is suspicious when the
+    reference never produced it for that probe. Under the null the chance that a new
+    value is unseen is estimated by Good–Turing, ε_j = max(`noise_floor`,
+    (singletons_j + 1) / (n_j + 1)) for probe j with n_j reference values. The number of
+    unseen target values is compared with a Poisson(Σ ε_j · m_j) tail, which is at least
+    as heavy as the exact Poisson-binomial tail. Canaries whose length is fixed give
+    deterministic deltas, so a different tokenizer shows up in every request.
+
+    Raises:
+        InsufficientDataError: no probe has a target value and `min_reference` reference ones.
+    """
+    k = n = n_ref = 0
+    lam = 0.0
+    for probe, ref_vals in reference.items():
+        tgt = target.get(probe, ())
+        if not tgt or len(ref_vals) < min_reference:
+            continue
+        counts = Counter(ref_vals)
+        singles = sum(1 for c in counts.values() if c == 1)
+        eps = max(noise_floor, (singles + 1) / (len(ref_vals) + 1))
+        k += sum(v not in counts for v in tgt)
+        n += len(tgt)
+        n_ref += len(ref_vals)
+        lam += eps * len(tgt)
+    if not n:
+        raise InsufficientDataError(
+            f"no canary probe with a target value and {min_reference} reference values",
+            min_reference,
+        )
+    p = float(stats.poisson.sf(k - 1, lam)) if k else 1.0
+    return StatResult(
+        "tokenizer_delta_novelty",
+        float(k),
+        p,
+        n,
+        n_ref,
+        method="exact",
+        extra={"unseen": k, "expected_unseen": lam, "share": mismatch_share(k, n).to_dict()},
     )
 
 

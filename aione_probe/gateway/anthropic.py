@@ -10,17 +10,14 @@ the protocol-neutral OpenAI chat shape and are translated here:
 - tools become ``{name, description, input_schema}``; ``tool_choice`` auto/none/required/
   a named function become ``{"type": "auto" | "none" | "any" | "tool"}``;
 - ``max_tokens`` is required by the protocol: `DEFAULT_MAX_TOKENS` when unset;
-- ``extra["stop"]`` becomes ``stop_sequences``; other ``extra`` keys go verbatim, except
-  the directive `CACHE_PREFIX`, which is never sent;
+- ``extra["stop"]`` becomes ``stop_sequences``; other ``extra`` keys go verbatim;
 - ``seed`` and ``response_format`` have no Messages equivalent and are dropped (the
   probes that use JSON mode also ask for JSON in the prompt).
 
 Prompt caching: Anthropic caches only at explicit ``cache_control`` breakpoints. A
-request whose ``extra`` has ``"cache_prefix": true`` gets one ephemeral breakpoint on
-the last system block, or on the last block of the last message when there is no
-system prompt (so a repeated prompt is cached whole). A request field rather than the
-probe kind, because the protocol only sees the `ChatRequest`; the runner sets it for
-``kind = "cache"`` probes on Anthropic gateways.
+request with ``cache_prefix`` set (the suites set it on ``kind = "cache"`` probes) gets
+one ephemeral breakpoint on the last system block, or on the last block of the last
+message when there is no system prompt (so a repeated prompt is cached whole).
 
 Usage: ``prompt_tokens = input_tokens + cache_read_input_tokens +
 cache_creation_input_tokens``, because Anthropic's ``input_tokens`` counts only the
@@ -47,7 +44,6 @@ from aione_probe.types import ChatRequest, Observation, Usage
 
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_VERSION = "2023-06-01"
-CACHE_PREFIX = "cache_prefix"
 EPHEMERAL = {"type": "ephemeral"}
 
 # Anthropic error types the generic classifier does not name (it already maps
@@ -281,7 +277,7 @@ def messages_body(req: ChatRequest) -> dict[str, Any]:
     if req.stream:
         body["stream"] = True
     extra = dict(req.extra)
-    cache = bool(extra.pop(CACHE_PREFIX, False))
+    cache = req.cache_prefix
     stop = extra.pop("stop", None)
     if stop is not None:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)

@@ -1,13 +1,18 @@
-"""GatewayClient: one pooled HTTP client per gateway; every attempt becomes an Observation.
+"""GatewayClient: one connection pool per gateway; every attempt becomes an Observation.
+
+The pool is ``gw.max_concurrency`` keep-alive connections (HTTP/1.1 unless ``gw.http2``),
+split into small httpx clients to keep httpcore's bookkeeping cheap (see `pool`).
 
 Timing: ``t0`` is taken with `time.perf_counter` immediately before the request is
 handed to httpx; every ``*_s`` field is seconds since ``t0``. A network chunk is
 timestamped once when it arrives, so events that share a chunk share a time.
 
-Deadlines: connect and idle (no bytes between reads) are httpx's connect and read
-timeouts. First token and total are one asyncio timer: it starts at the first-token
-deadline and moves to the total deadline when the first output token arrives (for a
-plain request the whole body counts as the first token).
+Deadlines: connect is httpx's connect timeout. First token, idle and total share one
+asyncio timer. Until the first output token it is set to the first-token deadline, so
+a model may think (or send only keep-alives) for that long without tripping ``idle``.
+From the first token on, every network chunk re-arms it to ``idle`` seconds later,
+capped by the total deadline. For a plain request the whole body counts as the first
+token, so ``idle`` never applies to it.
 
 Connection reuse: every response is read to EOF (bounded by ``max_response_bytes``),
 also after ``[DONE]``, so the connection goes back to the pool. Draining after the end
@@ -37,6 +42,7 @@ from aione_probe.errors import (
     StatusError,
     TransportError,
 )
+from aione_probe.gateway.anthropic import AnthropicProtocol
 from aione_probe.gateway.classify import (
     classify_exception,
     classify_status,
@@ -45,6 +51,7 @@ from aione_probe.gateway.classify import (
 )
 from aione_probe.gateway.limits import Limiter, RateLimiter
 from aione_probe.gateway.openai import OpenAIProtocol
+from aione_probe.gateway.pool import SHARD_SIZE, ShardedPool
 from aione_probe.gateway.protocol import ChatProtocol
 from aione_probe.gateway.retry import backoff_delay, parse_retry_after
 from aione_probe.sse import Event, SSEDecoder
@@ -58,17 +65,30 @@ REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-oneapi-request-id")
 
 PROTOCOLS: dict[str, Callable[[GatewayConfig], ChatProtocol]] = {
     "openai": lambda gw: OpenAIProtocol(),
+    "anthropic": lambda gw: AnthropicProtocol(gw.anthropic_version),
 }
 
 
 @dataclass
 class _Attempt:
-    """What the timeout handler needs to know about one attempt in flight."""
+    """One attempt in flight: its clock origin and which deadline the timer holds."""
 
     t0: float
-    key: str | None
+    timer: asyncio.Timeout
+    total_at: float
+    deadline: FailureKind = FailureKind.timeout_first_token
     first_token: bool = False
     complete: bool = False
+
+    def rearm(self, now: float, idle: float) -> None:
+        """After output started: expire `idle` seconds from `now` (loop time), or at total."""
+        idle_at = now + idle
+        if idle_at < self.total_at:
+            self.timer.reschedule(idle_at)
+            self.deadline = FailureKind.timeout_idle
+        else:
+            self.timer.reschedule(self.total_at)
+            self.deadline = FailureKind.timeout_total
 
 
 class GatewayClient:
@@ -117,18 +137,27 @@ class GatewayClient:
             limiter = Limiter(gw.max_concurrency, RateLimiter(rpm) if rpm else None)
         self._limiter = limiter
         t = gw.timeouts
-        self._http = httpx.AsyncClient(
-            base_url=gw.base_url,
-            transport=transport,
-            http2=gw.http2,
-            limits=httpx.Limits(
-                max_connections=gw.max_concurrency,
-                max_keepalive_connections=gw.max_concurrency,
-            ),
-            timeout=httpx.Timeout(connect=t.connect, read=t.idle, write=t.idle, pool=t.total),
-            headers={"User-Agent": USER_AGENT, **gw.headers},
-            follow_redirects=False,
-        )
+        # read=total is only a backstop: first-token, idle and total are enforced by _Attempt.
+        timeout = httpx.Timeout(connect=t.connect, read=t.total, write=t.idle, pool=t.total)
+        headers = {"User-Agent": USER_AGENT, **gw.headers}
+
+        def make_client(connections: int) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                base_url=gw.base_url,
+                transport=transport,
+                http2=gw.http2,
+                limits=httpx.Limits(
+                    max_connections=connections, max_keepalive_connections=connections
+                ),
+                timeout=timeout,
+                headers=headers,
+                follow_redirects=False,
+            )
+
+        # An injected transport is one pool already: do not shard it.
+        shard = gw.max_concurrency if transport is not None else SHARD_SIZE
+        self._pool = ShardedPool(make_client, gw.max_concurrency, shard)
+        self._http = self._pool.clients[0]
 
     async def __aenter__(self) -> Self:
         return self
@@ -143,7 +172,7 @@ class GatewayClient:
 
     async def aclose(self) -> None:
         """Close pooled connections."""
-        await self._http.aclose()
+        await self._pool.aclose()
 
     async def chat(self, req: ChatRequest) -> list[Observation]:
         """Send `req`, retrying 429 and 5xx per ``gw.retries``.
@@ -209,11 +238,15 @@ class GatewayClient:
         total = self.gw.timeouts.total
         try:
             async with self._limiter.slot(), asyncio.timeout(total):
-                response = await self._http.send(request, stream=True)
+                http = self._pool.acquire()
                 try:
-                    body = await _read_bounded(response, self.gw.limits.max_response_bytes)
+                    response = await http.send(request, stream=True)
+                    try:
+                        body = await _read_bounded(response, self.gw.limits.max_response_bytes)
+                    finally:
+                        await response.aclose()
                 finally:
-                    await response.aclose()
+                    self._pool.release(http)
         except TimeoutError:
             message = f"{where}: no answer within {total:g}s"
             raise TransportError(message, FailureKind.timeout_total) from None
@@ -246,29 +279,30 @@ class GatewayClient:
     async def _exchange(self, request: httpx.Request, obs: Observation, key: str | None) -> None:
         t = self.gw.timeouts
         loop = asyncio.get_running_loop()
+        http = self._pool.acquire()
         obs.started_at = utcnow()
-        state = _Attempt(t0=self._clock(), key=key)
+        t0 = self._clock()
         start = loop.time()
-        total_at = start + t.total
         timer = asyncio.timeout_at(start + t.first_token)
+        state = _Attempt(t0=t0, timer=timer, total_at=start + t.total)
         try:
             async with timer:
-                response = await self._http.send(request, stream=True)
+                response = await http.send(request, stream=True)
                 try:
-                    await self._receive(response, obs, state, timer, total_at)
+                    await self._receive(response, obs, state)
                 finally:
                     obs.bytes_received = response.num_bytes_downloaded
                     await response.aclose()
         except TimeoutError as exc:
             if not timer.expired():
                 self._fail(obs, FailureKind.connect, self._describe(exc, FailureKind.connect), key)
-            elif state.complete:
-                pass  # the deadline hit while draining after the end marker: the answer stands
-            elif state.first_token:
-                self._fail(obs, FailureKind.timeout_total, f"not finished within {t.total:g}s", key)
-            else:
-                message = f"no output token within {t.first_token:g}s"
-                self._fail(obs, FailureKind.timeout_first_token, message, key)
+            elif not state.complete:  # else: it hit while draining; the answer stands
+                messages = {
+                    FailureKind.timeout_first_token: f"no output token within {t.first_token:g}s",
+                    FailureKind.timeout_idle: f"no data for {t.idle:g}s after output started",
+                    FailureKind.timeout_total: f"not finished within {t.total:g}s",
+                }
+                self._fail(obs, state.deadline, messages[state.deadline], key)
         except GatewayError as exc:
             self._fail(
                 obs,
@@ -281,6 +315,8 @@ class GatewayClient:
         except (httpx.HTTPError, OSError) as exc:
             kind = classify_exception(exc, after_headers=obs.headers_s is not None)
             self._fail(obs, kind, self._describe(exc, kind), key)
+        finally:
+            self._pool.release(http)
         if obs.end_s is None:
             obs.end_s = self._clock() - state.t0
         if obs.ok and not (obs.content or obs.tool_calls or obs.content_parts):
@@ -292,8 +328,6 @@ class GatewayClient:
         response: httpx.Response,
         obs: Observation,
         state: _Attempt,
-        timer: asyncio.Timeout,
-        total_at: float,
     ) -> None:
         obs.headers_s = self._clock() - state.t0
         obs.status = response.status_code
@@ -304,7 +338,7 @@ class GatewayClient:
             await self._raise_status(response, obs)
         ctype = response.headers.get("content-type", "").lower()
         if obs.stream and "json" not in ctype:
-            await self._read_stream(response, obs, state, timer, total_at)
+            await self._read_stream(response, obs, state)
             return
         body = await _read_bounded(response, limit)
         obs.end_s = obs.first_token_s = self._clock() - state.t0
@@ -340,8 +374,6 @@ class GatewayClient:
         response: httpx.Response,
         obs: Observation,
         state: _Attempt,
-        timer: asyncio.Timeout,
-        total_at: float,
     ) -> None:
         lim = self.gw.limits
         decoder = SSEDecoder(
@@ -351,6 +383,7 @@ class GatewayClient:
         )
         parser = self._protocol.stream_parser(obs)
         clock, t0 = self._clock, state.t0
+        loop, idle = asyncio.get_running_loop(), self.gw.timeouts.idle
         last: float | None = None
 
         def apply(events: list[Event], now: float) -> None:
@@ -370,7 +403,6 @@ class GatewayClient:
                 if output and not state.first_token:
                     state.first_token = True
                     obs.first_token_s = now
-                    timer.reschedule(total_at)
 
         chunks = response.aiter_bytes()
         now = 0.0
@@ -380,6 +412,8 @@ class GatewayClient:
                 apply(decoder.feed(chunk), now)
                 if parser.done:
                     break
+                if state.first_token:
+                    state.rearm(loop.time(), idle)
             else:
                 now = clock() - t0
                 apply(decoder.close(), now)

@@ -181,9 +181,7 @@ def tally_observations(
         if not since - edge <= o.started_at < until:
             continue
         reached = o.status is not None and o.status != _UNATTRIBUTED_STATUS
-        maybe = not reached and (
-            o.status == _UNATTRIBUTED_STATUS or FailureKind(o.failure) in _MAYBE_REACHED
-        )
+        maybe = not reached and (o.status == _UNATTRIBUTED_STATUS or o.failure in _MAYBE_REACHED)
         if not reached and not maybe:
             continue
         inside = o.started_at >= since
@@ -237,12 +235,13 @@ def probe_tally(
     settle_s: float = DEFAULT_SETTLE_S,
 ) -> ProbeTally:
     """Read the store and tally `gateway` over ``[since, until)`` (blocking: use a thread)."""
-    rows = store.observations(gateway=gateway, since=since - timedelta(seconds=edge_s), until=until)
+    # Runs first: one that finishes in between is then allowed twice, never missed.
     running = [
         RunningRun(r.model, r.suite)
         for r in store.runs(gateway=gateway, status="running")
         if r.started_at < until
     ]
+    rows = store.observations(gateway=gateway, since=since - timedelta(seconds=edge_s), until=until)
     return tally_observations(
         rows, running, since=since, until=until, edge_s=edge_s, settle_s=settle_s
     )

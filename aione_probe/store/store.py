@@ -416,6 +416,48 @@ class Store:
             total += len(chunk)
         return total
 
+    def bulk_insert_check_results(
+        self, rows: Iterable[tuple[int, int | None, CheckRecord]], *, chunk_size: int = 10_000
+    ) -> int:
+        """Insert ``(run_id, observation_id, record)`` triples fast; return the count.
+
+        As in `finish_run`, each result takes its run's gateway, model and suite and is
+        timestamped with the run's start; the observation is named by its id (None for a
+        group check) and ``record.observation_index`` is not used. Each chunk of
+        `chunk_size` rows is one transaction.
+
+        Raises:
+            LookupError: a run id does not exist (its chunk is not written).
+        """
+        total = 0
+        runs: dict[int, Any] = {}
+        it: Iterator[tuple[int, int | None, CheckRecord]] = iter(rows)
+        while chunk := list(islice(it, chunk_size)):
+            with self._write() as conn:
+                wanted = {run_id for run_id, _, _ in chunk} - runs.keys()
+                if wanted:
+                    stmt = select(SuiteRun).where(col(SuiteRun.id).in_(wanted))
+                    runs.update((row.id, row) for row in conn.execute(stmt))
+                    if missing := wanted - runs.keys():
+                        raise LookupError(f"no suite run {min(missing)}")
+                values = []
+                for run_id, observation_id, rec in chunk:
+                    run = runs[run_id]
+                    values.append(
+                        check_values(
+                            rec,
+                            run_id=run_id,
+                            observation_id=observation_id,
+                            gateway=run.gateway,
+                            model=run.model,
+                            suite=run.suite,
+                            created_at=run.started_at,
+                        )
+                    )
+                conn.execute(insert(_CHECKS), values)
+            total += len(chunk)
+        return total
+
     # -- verdicts -------------------------------------------------------------------------
 
     def save_verdict(

@@ -8,11 +8,11 @@ backend. No table has a column for an API key.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Dialect, Index, Text, text
+from sqlalchemy import JSON, BigInteger, Column, Date, DateTime, Dialect, Index, Text, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -265,6 +265,73 @@ class CheckResultRow(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class ObservationDay(SQLModel, table=True):
+    """Table ``observationday``: observations counted per target, UTC day and outcome.
+
+    A rollup of ``observation`` kept in the same transaction as the rows it counts
+    (`aione_probe.store.rollup`), so reports over long periods read a few rows per day.
+    Key: ``day`` (UTC date of ``started_at``), ``gateway``, ``model``, ``final``,
+    ``failure`` and ``echoed`` (for final successful attempts the echoed model name,
+    ``''`` when none was echoed; ``''`` for every other attempt). ``n`` counts the
+    observations, ``cost`` sums their non-NULL costs.
+    """
+
+    __tablename__ = "observationday"
+    __table_args__ = (
+        Index(
+            "uq_observationday_key",
+            "day",
+            "gateway",
+            "model",
+            "final",
+            "failure",
+            "echoed",
+            unique=True,
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: date = Field(sa_type=Date)
+    gateway: str = Field(sa_type=SafeText)
+    model: str = Field(sa_type=SafeText)
+    final: bool
+    failure: str = Field(sa_type=SafeText)
+    echoed: str = Field(sa_type=SafeText)
+    n: int = 0
+    cost: float = 0.0
+
+
+class CheckDay(SQLModel, table=True):
+    """Table ``checkday``: check results counted per target, check, UTC day and probe.
+
+    A rollup of ``checkresult`` kept like `ObservationDay`. Key: ``day`` (UTC date of
+    ``created_at``), ``gateway``, ``model``, ``name``, ``probe_id`` and ``category`` (the
+    ``category`` of the result's metadata, ``''`` when absent); one count per
+    `CheckValue` value.
+    """
+
+    __tablename__ = "checkday"
+    __table_args__ = (
+        Index(
+            "uq_checkday_key", "day", "gateway", "model", "name", "probe_id", "category",
+            unique=True,
+        ),
+    )  # fmt: skip
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: date = Field(sa_type=Date)
+    gateway: str = Field(sa_type=SafeText)
+    model: str = Field(sa_type=SafeText)
+    name: str = Field(sa_type=SafeText)
+    probe_id: str = Field(sa_type=SafeText)
+    category: str = Field(sa_type=SafeText)
+    passed: int = 0
+    partial: int = 0
+    failed: int = 0
+    missing: int = 0
+    unscored: int = 0
+
+
 class Verdict(SQLModel, table=True):
     """Table ``verdict``: one judgement of a target by analysis.
 
@@ -349,6 +416,8 @@ TABLES = [
         Baseline,
         Verdict,
         SchemaVersion,
+        ObservationDay,
+        CheckDay,
     )
 ]
 """Every table of the store, in dependency order."""
