@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -21,10 +22,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aione_probe import __version__
+from aione_probe.analysis import drift_window
+from aione_probe.authenticity import pin_baseline as pin_authenticity
 from aione_probe.config import Config, load_config
 from aione_probe.errors import ConfigError
 from aione_probe.runner import RunSummary
 from aione_probe.service import Service, load_suites, write_report
+from aione_probe.store import Store
 from aione_probe.types import utcnow
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -88,6 +92,45 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, help="output folder (default: reports.dir)")
     sp.add_argument("--since", type=_when, help="period start: ISO date/time (UTC) or '7d' ago")
     sp.add_argument("--until", type=_when, help="period end: ISO date/time (UTC); default now")
+
+    bl = sub.add_parser(
+        "baseline",
+        help="pin, show, export or import baselines and fingerprint profiles",
+        description="Baselines are trusted windows that later windows are compared with: "
+        "'authenticity' (a fingerprint of the target itself, trust on first use), 'drift' "
+        "(golden pass rates and latency) and 'profile' (a fingerprint imported from elsewhere).",
+    )
+    bsub = bl.add_subparsers(dest="baseline_command", required=True)
+    sp = bsub.add_parser("pin", help="pin a window of a target as its baseline")
+    sp.set_defaults(func=_baseline_pin)
+    _add_config(sp)
+    sp.add_argument("--gateway", required=True)
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--kind", choices=["authenticity", "drift"], default="authenticity")
+    sp.add_argument("--suite", help="drift only: one suite (default: every suite with runs)")
+    sp.add_argument("--since", type=_when, default="7d", help="window start (default 7d ago)")
+    sp.add_argument("--until", type=_when, help="window end (default now)")
+    sp = bsub.add_parser("show", help="list baselines")
+    sp.set_defaults(func=_baseline_show)
+    _add_config(sp)
+    sp.add_argument("--gateway")
+    sp.add_argument("--model")
+    sp.add_argument("--all", action="store_true", help="include inactive (replaced) baselines")
+    sp = bsub.add_parser("export", help="write a baseline as a JSON document")
+    sp.set_defaults(func=_baseline_export)
+    _add_config(sp)
+    sp.add_argument("id", type=int)
+    sp.add_argument("--out", type=Path, help="file (default: standard output)")
+    sp = bsub.add_parser("import", help="load a baseline document")
+    sp.set_defaults(func=_baseline_import)
+    _add_config(sp)
+    sp.add_argument("file", type=Path)
+    sp.add_argument(
+        "--as-profile",
+        action="store_true",
+        help="import an authenticity fingerprint as a known-good profile of its model, "
+        "compared with every gateway that serves that model",
+    )
 
     sp = cmd("demo", _demo, "start the local gateway and the service with the demo config")
     sp.add_argument("--config", type=Path, default=Path("examples/demo.toml"))
@@ -172,7 +215,7 @@ async def _run_async(
             err.print("nothing to run: no (suite, gateway, model) matches", highlight=False)
             return EXIT_CONFIG if not service.discovery_errors else EXIT_FAILED
         with _progress(service.requests_in(jobs)) as advance:
-            summaries = await service.run_once(jobs, progress=advance)
+            summaries = await service.run_once(jobs, progress=advance, seed=seed)
         await service.analyse_and_report()
     finally:
         await service.aclose()
@@ -275,10 +318,7 @@ async def _models_async(cfg: Config) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    from aione_probe.store import Store
-
-    store = Store(cfg.storage_url())
-    store.migrate()
+    store = _open_store(cfg)
     until = args.until or utcnow()
     since = args.since or until - timedelta(seconds=cfg.reports.period)
     out = args.out or cfg.resolve(cfg.reports.dir)
@@ -291,3 +331,100 @@ def _demo(args: argparse.Namespace) -> int:
     from aione_probe.demo import run_demo
 
     return run_demo(args.config, once=args.once)
+
+
+# --------------------------------------------------------------------------- baselines
+def _open_store(cfg: Config) -> Store:
+    store = Store(cfg.storage_url())
+    store.migrate()
+    return store
+
+
+def _baseline_pin(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    store = _open_store(cfg)
+    until = args.until or utcnow()
+    if args.kind == "authenticity":
+        bid = pin_authenticity(store, args.gateway, args.model, args.since, until)
+        console.print(f"pinned authenticity baseline {bid}", highlight=False)
+        return EXIT_OK
+    suites = (
+        [args.suite]
+        if args.suite
+        else sorted({r.suite for r in store.runs(args.gateway, args.model)})
+    )
+    if not suites:
+        err.print(f"no runs of {args.gateway}/{args.model} to pin", highlight=False)
+        return EXIT_FAILED
+    for suite in suites:
+        window = drift_window(store, args.gateway, args.model, suite, args.since, until)
+        bid = store.pin_baseline(
+            "drift",
+            args.gateway,
+            args.model,
+            suite,
+            args.since,
+            until,
+            "pinned",
+            window.to_dict(),
+        )
+        console.print(
+            f"pinned drift baseline {bid} for {suite}: {window.runs} runs, "
+            f"{window.scored} scored answers",
+            highlight=False,
+        )
+    return EXIT_OK
+
+
+def _baseline_show(args: argparse.Namespace) -> int:
+    store = _open_store(load_config(args.config))
+    table = Table(title="baselines")
+    for col in ("id", "kind", "gateway", "model", "suite", "window", "pinned", "source", "active"):
+        table.add_column(col)
+    rows = store.baselines(gateway=args.gateway, model=args.model, active_only=not args.all)
+    for b in rows:
+        table.add_row(
+            str(b.id),
+            b.kind,
+            b.gateway,
+            b.model,
+            b.suite or "-",
+            f"{b.window_start:%Y-%m-%d %H:%M} .. {b.window_end:%Y-%m-%d %H:%M}",
+            f"{b.pinned_at:%Y-%m-%d %H:%M}",
+            b.source,
+            "yes" if b.active else "no",
+        )
+    console.print(table)
+    return EXIT_OK
+
+
+def _baseline_export(args: argparse.Namespace) -> int:
+    store = _open_store(load_config(args.config))
+    try:
+        doc = store.export_baseline(args.id)
+    except LookupError as exc:
+        err.print(str(exc), highlight=False)
+        return EXIT_FAILED
+    text = json.dumps(doc, indent=2, sort_keys=True)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+        console.print(f"wrote {args.out}", highlight=False)
+    else:
+        sys.stdout.write(text + "\n")
+    return EXIT_OK
+
+
+def _baseline_import(args: argparse.Namespace) -> int:
+    store = _open_store(load_config(args.config))
+    try:
+        doc = json.loads(args.file.read_text(encoding="utf-8"))
+        if args.as_profile:
+            if doc.get("kind") != "authenticity":
+                raise ValueError("only an authenticity baseline can become a profile")
+            doc = {**doc, "kind": "profile"}
+        bid = store.import_baseline(doc)
+    except (OSError, ValueError) as exc:
+        err.print(f"{args.file}: {exc}", highlight=False)
+        return EXIT_CONFIG
+    console.print(f"imported {doc.get('kind')} baseline {bid}", highlight=False)
+    return EXIT_OK

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,6 +84,10 @@ class Service:
         self.listed: dict[str, tuple[str, ...] | None] = {}
         self.discovery_errors: dict[str, str] = {}
         self._started = time.monotonic()
+        # Secret per process: run seeds cannot be predicted from outside, yet every
+        # target probed in the same schedule slot gets the same templated prompts, so a
+        # target and its reference endpoint are compared prompt for prompt.
+        self._seed_salt = secrets.token_bytes(16)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._scheduler: ProbeScheduler | None = None
 
@@ -148,8 +155,24 @@ class Service:
         return jobs
 
     # ----------------------------------------------------------------- running
+    def seed_for(self, suite: SuiteConfig, at: float | None = None) -> int:
+        """The run seed of `suite` for the schedule slot that contains time `at` (epoch s).
+
+        Slots are one interval long (one minute for cron suites); jitter smaller than the
+        interval keeps a target and its reference in the same slot.
+        """
+        at = time.time() if at is None else at
+        slot = int(at // (suite.interval or 60.0))
+        msg = f"{suite.job_name}:{slot}".encode()
+        return int.from_bytes(hmac.digest(self._seed_salt, msg, hashlib.sha256)[:8]) >> 2
+
     async def run_job(
-        self, job: Job, *, scheduled: bool, progress: Callable[[int], None] | None = None
+        self,
+        job: Job,
+        *,
+        scheduled: bool,
+        progress: Callable[[int], None] | None = None,
+        seed: int | None = None,
     ) -> RunSummary | None:
         """One suite run, unless today's spend cap for the gateway is reached (then skipped)."""
         gw = job.target.gateway
@@ -170,6 +193,7 @@ class Service:
             astore=self.astore,
             metrics=self.metrics,
             price=self.cfg.price_for(job.target.model),
+            seed=self.seed_for(job.suite) if seed is None else seed,
             scheduled=scheduled,
             cheap_only=job.suite.cheap_only,
             budget_left=None if cap is None else cap - spent,
@@ -190,11 +214,26 @@ class Service:
         log.warning("skipped %s on %s/%s: %s", job.suite.job_name, t.gateway, t.model, reason)
 
     async def run_once(
-        self, jobs: list[Job], progress: Callable[[int], None] | None = None
+        self,
+        jobs: list[Job],
+        progress: Callable[[int], None] | None = None,
+        seed: int | None = None,
     ) -> list[RunSummary]:
-        """Run the given jobs once, concurrently (each gateway client bounds its own load)."""
+        """Run the given jobs once, concurrently (each gateway client bounds its own load).
+
+        Every job of one suite uses the same seed (`seed`, or one drawn now).
+        """
+        now = time.time()
         results = await asyncio.gather(
-            *(self.run_job(j, scheduled=False, progress=progress) for j in jobs)
+            *(
+                self.run_job(
+                    j,
+                    scheduled=False,
+                    progress=progress,
+                    seed=seed if seed is not None else self.seed_for(j.suite, now),
+                )
+                for j in jobs
+            )
         )
         return [r for r in results if r is not None]
 

@@ -189,3 +189,35 @@ interval = "2s"
     store = Store(f"sqlite:///{tmp_path / 'probe.db'}")
     assert not store.runs(status="running"), output
     assert "sk-" not in output
+
+
+def test_baseline_pin_show_export_import(
+    sim: SimServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(tmp_path, sim.base_url, suites=SMOKE, models='["sim-large"]')
+    assert main(["run", "--config", str(cfg)]) in (0, 1)
+    common = ["--config", str(cfg), "--gateway", "local", "--model", "sim-large"]
+    assert main(["baseline", "pin", *common, "--kind", "drift"]) == 0
+    assert main(["baseline", "pin", *common]) == 0
+    assert main(["baseline", "show", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "drift" in out and "authenticity" in out
+    store = Store(f"sqlite:///{tmp_path / 'probe.db'}")
+    auth = next(b for b in store.baselines(kind="authenticity") if b.active)
+    exported = tmp_path / "profile.json"
+    assert (
+        main(["baseline", "export", "--config", str(cfg), str(auth.id), "--out", str(exported)])
+        == 0
+    )
+    doc = json.loads(exported.read_text())
+    assert doc["kind"] == "authenticity" and doc["model"] == "sim-large"
+
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg2 = _config(other, sim.base_url, suites=SMOKE, models='["sim-large"]')
+    assert main(["baseline", "import", "--config", str(cfg2), str(exported), "--as-profile"]) == 0
+    imported = Store(f"sqlite:///{other / 'probe.db'}").baselines(kind="profile")
+    assert [(b.model, b.gateway) for b in imported] == [("sim-large", "local")]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "nope"}')
+    assert main(["baseline", "import", "--config", str(cfg2), str(bad)]) == 2

@@ -187,12 +187,25 @@ async def test_first_token_timeout(server: FaultServer, stream: bool) -> None:
         assert obs.first_chunk_s is not None and obs.first_token_s is None
 
 
-@STREAM
-async def test_idle_timeout(server: FaultServer, stream: bool) -> None:
+async def test_idle_timeout_after_first_token(server: FaultServer) -> None:
     timeouts = {"connect": 1, "first_token": 5, "idle": 0.3, "total": 5}
-    [obs], elapsed = await run(server, "stall:1.5", stream, timeouts=timeouts)
-    assert obs.failure is FailureKind.timeout_idle
+    [obs], elapsed = await run(server, "stall:1.5", True, timeouts=timeouts)
+    assert obs.failure is FailureKind.timeout_idle and obs.content == "Hel"
     assert 0.3 <= elapsed < 1.0
+
+
+async def test_plain_body_stall_counts_against_first_token(server: FaultServer) -> None:
+    timeouts = {"connect": 1, "first_token": 0.4, "idle": 0.1, "total": 5}
+    [obs], elapsed = await run(server, "stall:1.5", False, timeouts=timeouts)
+    assert obs.failure is FailureKind.timeout_first_token
+    assert 0.4 <= elapsed < 1.0
+
+
+async def test_idle_does_not_apply_before_first_token(server: FaultServer) -> None:
+    # 300 ms of silence before the first token is fine with idle=0.1 and first_token=2.
+    timeouts = {"connect": 1, "first_token": 2, "idle": 0.1, "total": 5}
+    obs = await one(server, "timing:300", True, timeouts=timeouts)
+    assert obs.ok, obs.error_message
 
 
 async def test_total_timeout(server: FaultServer) -> None:

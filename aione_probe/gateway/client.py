@@ -438,7 +438,7 @@ class GatewayClient:
         if kind is FailureKind.timeout_connect:
             return f"no connection within {t.connect:g}s ({type(exc).__name__})"
         if kind is FailureKind.timeout_idle:
-            return f"no data for {t.idle:g}s ({type(exc).__name__})"
+            return f"the connection stalled ({type(exc).__name__})"
         detail = str(exc)
         return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
