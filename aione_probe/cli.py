@@ -26,6 +26,7 @@ from aione_probe.analysis import drift_window
 from aione_probe.authenticity import pin_baseline as pin_authenticity
 from aione_probe.config import Config, load_config
 from aione_probe.errors import ConfigError
+from aione_probe.estimate import daily_cost, estimate_suite
 from aione_probe.runner import RunSummary
 from aione_probe.service import Service, load_suites, write_report
 from aione_probe.store import Store
@@ -164,6 +165,7 @@ def _check_config(args: argparse.Namespace) -> int:
     cfg = load_config(path)
     suites = load_suites(cfg)
     console.print(f"{path}: OK", highlight=False)
+    totals: dict[tuple[str, str], float] = {}
     for gw in cfg.gateways:
         key = _key_source(gw.api_key_env, gw.api_key_file, gw.api_key)
         models = (
@@ -173,12 +175,32 @@ def _check_config(args: argparse.Namespace) -> int:
             f"  gateway {gw.name}: {gw.protocol} {gw.base_url} key={key} models={models}",
             highlight=False,
         )
+    table = Table(title="estimated load per model (upper bound: prompt chars/4, max_tokens)")
+    for col in ("suite", "schedule", "requests/run", "tokens/run", "runs/day", "tokens/day"):
+        table.add_column(col, justify="right" if col != "suite" else "left")
     for sc in cfg.suites:
-        s = suites[sc.job_name]
-        when = f"every {sc.interval:g}s" if sc.interval is not None else f"cron '{sc.cron}'"
+        est = estimate_suite(sc, suites[sc.job_name])
+        when = f"every {sc.interval:g}s" if sc.interval is not None else f"cron {sc.cron}"
+        per_run = est.prompt_tokens_per_run + est.completion_tokens_per_run
+        table.add_row(
+            sc.job_name,
+            when,
+            str(est.requests_per_run),
+            f"{per_run:,}",
+            f"{est.runs_per_day:g}",
+            f"{est.tokens_per_day:,.0f}",
+        )
+        for gw in cfg.gateways:
+            for model in gw.models or []:
+                if not sc.covers(gw.name, model):
+                    continue
+                cost = daily_cost(cfg, est, model)
+                if cost is not None:
+                    totals[(gw.name, model)] = totals.get((gw.name, model), 0.0) + cost
+    console.print(table)
+    for (gw_name, model), cost in sorted(totals.items()):
         console.print(
-            f"  suite {sc.job_name}: {s.id} v{s.version}, {len(s.probes)} probes, {when}"
-            f" (jitter {sc.jitter:g}s)",
+            f"  {gw_name}/{model}: about {cost:.2f} {cfg.budget.currency}/day at the price table",
             highlight=False,
         )
     cap = cfg.budget.daily_cap
