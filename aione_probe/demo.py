@@ -20,6 +20,9 @@ from aione_probe.service import Service
 from aione_probe.sim import default_sim_config, run_in_thread
 
 console = Console()
+#: The demo's gateway answers four times faster than its personas' nominal speeds, so
+#: one cycle takes about a minute; relative speeds (what detection reads) are kept.
+DEMO_TIME_SCALE = 0.25
 
 
 @contextlib.contextmanager
@@ -32,7 +35,9 @@ def local_gateways(cfg: Config) -> Iterator[list[str]]:
             ports.add(url.port)
     with contextlib.ExitStack() as stack:
         urls = [
-            stack.enter_context(run_in_thread(default_sim_config(), port=p)).base_url
+            stack.enter_context(
+                run_in_thread(default_sim_config(time_scale=DEMO_TIME_SCALE), port=p)
+            ).base_url
             for p in sorted(ports)
         ]
         yield urls
