@@ -11,7 +11,7 @@ from typing import Any
 
 from aione_probe.errors import FailureKind, ProtocolError
 from aione_probe.gateway.classify import error_from_payload
-from aione_probe.gateway.protocol import normalize_finish_reason
+from aione_probe.gateway.protocol import normalize_finish_reason, parse_model_list
 from aione_probe.sse import Event
 from aione_probe.types import ChatRequest, Observation, Usage
 
@@ -82,16 +82,8 @@ class OpenAIProtocol:
         return OpenAIStream(obs)
 
     def parse_models(self, body: Any) -> list[str]:
-        """Ids from ``{"object": "list", "data": [{"id": ...}]}``, in the gateway's order.
-
-        Raises:
-            ProtocolError: the listing is not that shape.
-        """
-        data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, list):
-            raise ProtocolError("models listing has no 'data' list", FailureKind.bad_response)
-        ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
-        return list(dict.fromkeys(ids))
+        """Ids from ``{"object": "list", "data": [{"id": ...}]}``, in the gateway's order."""
+        return parse_model_list(body)
 
 
 class OpenAIStream:

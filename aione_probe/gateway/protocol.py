@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from aione_probe.errors import FailureKind, ProtocolError
 from aione_probe.sse import Event
 from aione_probe.types import ChatRequest, Observation
 
@@ -68,3 +69,17 @@ class ChatProtocol(Protocol):
 def normalize_finish_reason(raw: str) -> str:
     """Map provider spellings onto OpenAI's: stop, length, tool_calls, content_filter."""
     return _FINISH_REASONS.get(raw.lower(), raw.lower())
+
+
+def parse_model_list(body: Any) -> list[str]:
+    """Ids from a ``{"data": [{"id": ...}, ...]}`` listing (both protocols), deduplicated,
+    in the gateway's order.
+
+    Raises:
+        ProtocolError: the listing is not that shape.
+    """
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise ProtocolError("models listing has no 'data' list", FailureKind.bad_response)
+    ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    return list(dict.fromkeys(ids))

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from aione_probe.sim.cache import MIN_CACHEABLE
-from aione_probe.sim.dashboard import LoggedRequest
+from aione_probe.sim.dashboard import log_completion
 from aione_probe.sim.engine import ChatBody, Completion
 from aione_probe.sim.protocol import SimError
 from aione_probe.sim.tokenizer import get_tokenizer
@@ -94,7 +94,7 @@ async def messages(state: SimState, request: Request) -> Response:
             raise _bad(f"{model} is served on /v1/chat/completions only")
         completion = state.engine.complete(req)
     except SimError as err:
-        _log(state, model, err.status, started)
+        log_completion(state, model, err.status, started)
         if isinstance(body, dict) and body.get("stream") is True and err.status in (503, 529):
             return _stream_error(err)
         return error_response(err)
@@ -107,7 +107,7 @@ async def messages(state: SimState, request: Request) -> Response:
 
         return SSEResponse(events, headers)
     await asyncio.sleep(completion.ttft_s + completion.visible_tokens * completion.token_s)
-    _log(state, model, 200, started, completion)
+    log_completion(state, model, 200, started, completion)
     return JSONResponse(_message(completion, rid, usage, _blocks(completion)), headers=headers)
 
 
@@ -391,25 +391,8 @@ async def _stream(
         yield event("message_delta", {"delta": {**stop, "stop_sequence": None}, "usage": out})
         yield event("message_stop", {})
     finally:
-        _log(state, req.model, 200, started, c)
+        log_completion(state, req.model, 200, started, c)
 
 
 def _start(index: int, kind: str, **block: Any) -> dict[str, Any]:
     return {"index": index, "content_block": {"type": kind, **block}}
-
-
-def _log(
-    state: SimState, model: str, status: int, started: float, c: Completion | None = None
-) -> None:
-    usage = c.usage if c is not None else {}
-    state.log.add(
-        LoggedRequest(
-            at=time.time(),
-            model=model,
-            status=status,
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
-            latency_ms=(time.perf_counter() - started) * 1000,
-            cost_rmb=c.cost_rmb if c is not None else 0.0,
-        )
-    )

@@ -37,7 +37,7 @@ from aione_probe.sim.config import (
     settings_from_dict,
     validate_settings,
 )
-from aione_probe.sim.dashboard import LoggedRequest, RequestLog
+from aione_probe.sim.dashboard import RequestLog, log_completion
 from aione_probe.sim.engine import ChatBody, Completion, Engine, parse_body
 from aione_probe.sim.protocol import DONE, KEEPALIVE, SimError, completion_id, sse
 from aione_probe.sim.tokenizer import Piece, get_tokenizer
@@ -141,7 +141,7 @@ async def _chat(state: SimState, request: Request) -> Response:
         req = parse_body(body)
         completion = state.engine.complete(req)
     except SimError as err:
-        _log(state, model, err.status, started)
+        log_completion(state, model, err.status, started)
         return _error(err)
     created = int(time.time())
     rid = completion_id(completion.persona.id_style, completion.rng)
@@ -150,26 +150,9 @@ async def _chat(state: SimState, request: Request) -> Response:
         events = _stream(state, req, completion, rid, created, started)
         return SSEResponse(events, headers)
     await asyncio.sleep(completion.ttft_s + completion.visible_tokens * completion.token_s)
-    _log(state, model, 200, started, completion)
+    log_completion(state, model, 200, started, completion)
     headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
     return JSONResponse(_plain_body(completion, rid, created), headers=headers)
-
-
-def _log(
-    state: SimState, model: str, status: int, started: float, c: Completion | None = None
-) -> None:
-    usage = c.usage if c is not None else {}
-    state.log.add(
-        LoggedRequest(
-            at=time.time(),
-            model=model,
-            status=status,
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
-            latency_ms=(time.perf_counter() - started) * 1000,
-            cost_rmb=c.cost_rmb if c is not None else 0.0,
-        )
-    )
 
 
 def _envelope(c: Completion, rid: str, created: int, obj: str) -> dict[str, Any]:
@@ -266,7 +249,7 @@ async def _stream(
             yield sse({**envelope, "choices": [], "usage": c.usage})
         yield DONE
     finally:
-        _log(state, req.model, 200, started, c)
+        log_completion(state, req.model, 200, started, c)
 
 
 class SSEResponse:

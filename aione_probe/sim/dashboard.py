@@ -6,7 +6,11 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aione_probe.sim.app import SimState
+    from aione_probe.sim.engine import Completion
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,28 @@ class RequestLog:
     def add(self, entry: LoggedRequest) -> None:
         """Record one request."""
         self.entries.append(entry)
+
+    def record(
+        self,
+        model: str,
+        status: int,
+        started: float,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost_rmb: float = 0.0,
+    ) -> None:
+        """Record one request that began at `started` (a ``time.perf_counter()`` value)."""
+        self.add(
+            LoggedRequest(
+                at=time.time(),
+                model=model,
+                status=status,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                cost_rmb=cost_rmb,
+            )
+        )
 
     def dashboard(self, range_days: int, rpm_limit: int, factor: float) -> dict[str, Any]:
         """The ``GET /api/v1/obs/dashboard`` body over the last `range_days` days.
@@ -75,3 +101,18 @@ def _nearest_rank(sorted_values: list[float], q: float) -> float:
         return 0.0
     index = max(0, math.ceil(q * len(sorted_values)) - 1)
     return round(sorted_values[index], 3)
+
+
+def log_completion(
+    state: SimState, model: str, status: int, started: float, c: Completion | None = None
+) -> None:
+    """Log one chat request (either protocol) for the dashboard."""
+    usage = c.usage if c is not None else {}
+    state.log.record(
+        model,
+        status,
+        started,
+        usage.get("prompt_tokens", 0),
+        usage.get("completion_tokens", 0),
+        c.cost_rmb if c is not None else 0.0,
+    )

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 from starlette.responses import JSONResponse, Response
 
-from aione_probe.sim.dashboard import LoggedRequest
 from aione_probe.sim.protocol import SimError, completion_id, fault_error
 from aione_probe.sim.tokenizer import get_tokenizer
 
@@ -102,7 +101,7 @@ async def generate(state: SimState, body: dict[str, Any], started: float) -> Res
         if settings.error_rate and rng.random() < settings.error_rate:
             raise fault_error(rng.choice(settings.error_statuses), settings.retry_after_s)
     except SimError as err:
-        _log(state, model, err.status, started, 0, 0, 0.0)
+        state.log.record(model, err.status, started)
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
     prompt = _prompt(body["messages"])
     tok = get_tokenizer(state.config.personas[settings.persona].tokenizer)
@@ -128,7 +127,7 @@ async def generate(state: SimState, body: dict[str, Any], started: float) -> Res
         "usage": usage,
     }
     cost = (prompt_tokens * settings.price_input + completion_tokens * settings.price_output) / 1e6
-    _log(state, model, 200, started, prompt_tokens, completion_tokens, cost)
+    state.log.record(model, 200, started, prompt_tokens, completion_tokens, cost)
     headers = {"x-request-id": "req_" + uuid.UUID(int=rng.getrandbits(128)).hex}
     return JSONResponse(result, headers=headers)
 
@@ -143,25 +142,3 @@ def _data_url(model: str, prompt: str, ratio: str, size: str, fault: str) -> str
     elif fault == "truncated_base64":
         data = data[: len(data) // 2 - 1]
     return f"data:{mime};base64,{data}"
-
-
-def _log(
-    state: SimState,
-    model: str,
-    status: int,
-    started: float,
-    prompt: int,
-    completion: int,
-    cost: float,
-) -> None:
-    state.log.add(
-        LoggedRequest(
-            at=time.time(),
-            model=model,
-            status=status,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            cost_rmb=cost,
-        )
-    )
