@@ -12,6 +12,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from aione_probe.authenticity import audit_target
+from aione_probe.checks import is_quality_check
 from aione_probe.config import Config
 from aione_probe.crossproto import compare_protocols
 from aione_probe.drift import Window, evaluate
@@ -22,15 +23,6 @@ from aione_probe.types import CheckValue, utcnow
 log = logging.getLogger(__name__)
 
 SCORED = {CheckValue.passed.value, CheckValue.failed.value, CheckValue.partial.value}
-#: Checks about the protocol and the bill, not answer quality: they never enter pass rates.
-PROTOCOL_CHECKS = frozenset(
-    {"finish_reason", "cache", "prompt_tokens_consistent", "image", "model_name"}
-)
-
-
-def is_quality_check(name: str) -> bool:
-    """Whether a check scores answer quality (and so counts in golden pass rates)."""
-    return name not in PROTOCOL_CHECKS and not name.startswith("usage_")
 
 
 def analyse(store: Store, cfg: Config, now: datetime | None = None) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aione_probe.asyncstore import AsyncStore
 from aione_probe.checks import CheckContext, run_checks, run_group_checks
@@ -248,6 +248,8 @@ async def _write(
             )
         final_index = len(obs_records) - 1
         for result in outcome.checks:
+            # The probe's category travels with each result: reports group pass rates by it.
+            result = replace(result, metadata={**result.metadata, "category": inst.probe.category})
             check_records.append(
                 CheckRecord(
                     result=result,

@@ -77,6 +77,17 @@ class CheckDef:
 
 _REGISTRY: dict[str, CheckDef] = {}
 
+#: Checks about the protocol and the bill rather than answer quality: reported apart and
+#: never counted in golden pass rates or quality drift.
+PROTOCOL_CHECKS = frozenset(
+    {"finish_reason", "cache", "prompt_tokens_consistent", "image", "model_name"}
+)
+
+
+def is_quality_check(name: str) -> bool:
+    """Whether a check scores answer quality (and so counts in golden pass rates)."""
+    return name not in PROTOCOL_CHECKS and not name.startswith("usage_")
+
 
 def result(
     value: CheckValue,
