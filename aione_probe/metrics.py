@@ -287,7 +287,7 @@ class ProbeMetrics:
             for row in runs:
                 when = row.finished_at or row.started_at
                 if row.status in RUN_STATUSES and when is not None:
-                    key = (row.gateway, row.model, row.suite)
+                    key = (row.gateway, row.model, row.suite or "")
                     self._merge_run(key, row.status, _unix(when), force=False)
             self._refreshed_at = time.time()
 
@@ -428,7 +428,7 @@ def _verdict_samples(rows: Iterable[Any]) -> Samples:
             put(name, (*labels, state), 1.0 if state == current else 0.0)
 
     for row in rows:
-        key: Labels = (row.gateway, row.model, row.suite)
+        key: Labels = (row.gateway, row.model, row.suite or "")
         verdict = _bounded(row.verdict)
         details = row.details if isinstance(row.details, dict) else {}
         created = getattr(row, "created_at", None)

@@ -2,7 +2,9 @@
 
 It runs in its own thread with the standard library's threading HTTP server, so a
 scrape never runs on the event loop that times probes; the metrics it serves are
-in-memory values (store-derived gauges are refreshed elsewhere on a timer).
+in-memory values (store-derived gauges are refreshed elsewhere on a timer). Rendering
+still holds the GIL that the loop's thread needs, so it yields it between metric
+families, and scrapes within `METRICS_MIN_INTERVAL_S` of each other share one rendering.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ from __future__ import annotations
 import json
 import mimetypes
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.exposition import choose_encoder
 
 HealthFn = Callable[[], dict[str, Any]]
+METRICS_MIN_INTERVAL_S = 1.0
+"""Scrapes within this many seconds of a render get the same body."""
 
 
 class MetricsServer:
@@ -61,9 +66,54 @@ class MetricsServer:
         self._httpd.server_close()
 
 
+class _Family:
+    """One collected metric family posing as a collector, so an encoder renders it alone."""
+
+    def __init__(self, family: Metric) -> None:
+        self._family = family
+
+    def collect(self) -> list[Metric]:
+        return [self._family]
+
+
+class _Exposition:
+    """The rendered /metrics body per content type, shared by scrapes close together.
+
+    Rendering thousands of series is pure Python that holds the GIL; the probe loop runs
+    on another thread of this process, so rendering goes one family at a time and yields
+    the GIL in between, and scrapes arriving within `min_interval_s` of a render share it.
+    """
+
+    def __init__(self, registry: CollectorRegistry, min_interval_s: float) -> None:
+        self._registry = registry
+        self._min_interval_s = min_interval_s
+        self._lock = threading.Lock()
+        self._bodies: dict[str, tuple[float, bytes]] = {}
+
+    def body(self, encoder: Callable[[Any], bytes], content_type: str) -> bytes:
+        with self._lock:
+            cached = self._bodies.get(content_type)
+            if cached is not None and time.monotonic() - cached[0] < self._min_interval_s:
+                return cached[1]
+            parts = []
+            for family in self._registry.collect():
+                parts.append(encoder(_Family(family)).removesuffix(_EOF))
+                time.sleep(0)  # releases the GIL: the probe loop's thread may run
+            if content_type.startswith("application/openmetrics-text"):
+                parts.append(_EOF)
+            body = b"".join(parts)
+            self._bodies[content_type] = (time.monotonic(), body)
+            return body
+
+
+_EOF = b"# EOF\n"  # OpenMetrics ends the exposition (each one-family rendering) with it
+
+
 def _make_handler(
     registry: CollectorRegistry, health: HealthFn, reports_dir: Path
 ) -> type[BaseHTTPRequestHandler]:
+    exposition = _Exposition(registry, METRICS_MIN_INTERVAL_S)
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "aione-probe"
 
@@ -71,7 +121,7 @@ def _make_handler(
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._send(200, content_type, encoder(registry))
+                self._send(200, content_type, exposition.body(encoder, content_type))
             elif path == "/healthz":
                 body = health()
                 status = 200 if body.get("status") == "ok" else 503

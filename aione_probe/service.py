@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import hmac
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -310,6 +312,11 @@ class Service:
             scheduler.add(job.suite, job.target.gateway, job.target.model)
         scheduler.start()
         self._scheduler = scheduler
+        # The /metrics thread shares the GIL with the loop that times probes: a shorter
+        # switch interval bounds how long a scrape can hold it, and freezing the objects
+        # built at start-up keeps the collector's full passes short (bench/outputs.py).
+        sys.setswitchinterval(0.001)
+        gc.freeze()
         server.start()
         if on_ready is not None:
             on_ready(server.url)

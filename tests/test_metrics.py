@@ -332,3 +332,31 @@ def test_docs_table_is_current_and_lists_every_exposed_metric() -> None:
     exposed = {f.name for f in populated().registry.collect()}
     for spec in metrics_mod.METRICS:
         assert spec.name.removesuffix("_total") in exposed, f"{spec.name} documented, not exposed"
+
+
+def test_refresh_accepts_verdicts_without_a_suite() -> None:
+    """Overall verdicts (suite None) export with an empty suite label; scrapes must not fail."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from aione_probe.metrics import ProbeMetrics
+
+    verdict = SimpleNamespace(
+        kind="authenticity",
+        gateway="gw",
+        model="m",
+        suite=None,
+        verdict="authentic",
+        score=0.9,
+        details={"signals": []},
+        created_at=None,
+    )
+    store = SimpleNamespace(latest_verdicts=lambda kind=None: [verdict], last_runs=lambda: [])
+    metrics = ProbeMetrics(CollectorRegistry())
+    metrics.refresh(store)
+    text = generate_latest(metrics.registry).decode()
+    assert (
+        'aione_probe_authenticity_verdict{gateway="gw",model="m",suite="",verdict="authentic"} 1.0'
+        in text
+    )

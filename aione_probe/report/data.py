@@ -1,20 +1,24 @@
 """Collect the numbers of a verification report from the store, for one period.
 
-Aggregates are computed in SQL (counts and sums grouped by target and UTC day), so a
-report over a million observations reads a few thousand grouped rows, not a million
-objects. Latency percentiles need the raw values: only the two latency columns of final,
-successful observations are selected, and when a target has more than
-`LATENCY_SAMPLE_CAP` of them in the period a systematic 1-in-k sample by row id is read
-instead (the report states the stride). Evidence rows are read with small LIMIT queries.
+Counts and sums come from the store's daily rollups (``observationday``, ``checkday``,
+kept equal to a GROUP BY of the rows by `aione_probe.store.rollup`): whole UTC days of the
+period are read from them, and the partial days at either end are grouped from the rows
+with the same queries, so a report over a million observations reads a few thousand
+grouped rows. Latency percentiles need the raw values: per target, only the two latency
+columns of final, successful observations are read (an index covers them), and when a
+target has more than `LATENCY_SAMPLE_CAP` of them in the period a systematic 1-in-k
+sample by row id is read instead (the report states the stride). Evidence rows are read
+with small LIMIT queries.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
 
 import numpy as np
@@ -38,16 +42,25 @@ from aione_probe.report.model import (
     is_conformance_check,
     slug,
 )
-from aione_probe.store.tables import CheckResultRow, ObservationRow, Verdict
+from aione_probe.store.rollup import (
+    CHECK_COUNTS,
+    CHECK_DAY,
+    CHECKRESULT,
+    OBSERVATION,
+    OBSERVATION_DAY,
+    OBSERVATION_KEYS,
+    check_days,
+    observation_days,
+    utc_day,
+)
+from aione_probe.store.tables import Verdict
 from aione_probe.types import CheckValue, utcnow
 
-LATENCY_SAMPLE_CAP = 20_000
+LATENCY_SAMPLE_CAP = 10_000
 EVIDENCE_ROWS = 40
 VIOLATION_ROWS = 30
 EXCERPT_CHARS = 240
 
-OBSERVATION = cast(Table, ObservationRow.__table__)
-CHECKRESULT = cast(Table, CheckResultRow.__table__)
 VERDICT = cast(Table, Verdict.__table__)
 
 
@@ -100,21 +113,130 @@ class _Query:
         self.until = until
         self.gateways = gateways
         self.models = models
-        self.postgres = conn.dialect.name == "postgresql"
+        self.days, self.partial = split_period(since, until)
 
     def day(self, column: Any) -> ColumnElement[Any]:
         """The UTC calendar day of a timestamp column (PostgreSQL converts from timestamptz)."""
-        if self.postgres:
-            return func.date(func.timezone("UTC", column))
-        return func.substr(column, 1, 10)  # stored as "YYYY-MM-DD HH:MM:SS…" UTC text
+        return utc_day(column, self.conn.dialect.name)
 
-    def where(self, table: Table, time_col: str) -> Any:
-        conds = [table.c[time_col] >= self.since, table.c[time_col] < self.until]
+    def targets(self, table: Table) -> list[ColumnElement[bool]]:
+        conds = []
         if self.gateways:
             conds.append(table.c.gateway.in_(list(self.gateways)))
         if self.models:
             conds.append(table.c.model.in_(list(self.models)))
+        return conds
+
+    def where(
+        self,
+        table: Table,
+        time_col: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Any:
+        start = self.since if since is None else since
+        end = self.until if until is None else until
+        conds = [table.c[time_col] >= start, table.c[time_col] < end, *self.targets(table)]
         return and_(*conds)
+
+    def _rollup(self, table: Table, since: datetime, until: datetime, *keys: str) -> Any:
+        """`keys` of the rollup rows of the days that [since, until) touches."""
+        last = (until - timedelta(microseconds=1)).date()
+        return select(*(table.c[k] for k in keys)).where(
+            table.c.day >= since.date(), table.c.day <= last, *self.targets(table)
+        )
+
+    def observation_days(self) -> Iterator[Sequence[Any]]:
+        """Rows shaped like ``observationday`` for the period: whole UTC days from the
+        rollup, the partial days at either end grouped from the observations."""
+        od = OBSERVATION_DAY
+        if self.days is not None:
+            first, end = self.days
+            stmt = select(*(od.c[k] for k in (*OBSERVATION_KEYS, "n", "cost"))).where(
+                od.c.day >= first, od.c.day < end, *self.targets(od)
+            )
+            yield from self.conn.execute(stmt).all()
+        for since, until in self.partial:
+            # The rollup names the targets present on the partial day, so the grouping
+            # walks the (gateway, model, started_at) index instead of the whole table.
+            found = self.conn.execute(
+                self._rollup(od, since, until, "gateway", "model").distinct()
+            ).all()
+            if not found:
+                continue
+            restrict = (
+                OBSERVATION.c.gateway.in_(sorted({g for g, _ in found})),
+                OBSERVATION.c.model.in_(sorted({m for _, m in found})),
+            )
+            where = self.where(OBSERVATION, "started_at", since, until)
+            yield from self.conn.execute(
+                observation_days(self.conn.dialect.name, where, *restrict)
+            ).all()
+
+    def check_days(self) -> tuple[list[Any], list[Any], list[Any]]:
+        """Check counts for the period, read like `observation_days`.
+
+        Returns:
+            From the rollup, over the whole days: totals per (gateway, model, name,
+            probe_id) with the largest category, and totals per (gateway, model, name,
+            day); and rows shaped like ``checkday`` grouped from the partial days.
+        """
+        cd = CHECK_DAY
+        sums = [func.sum(cd.c[k]) for k in _SCORED_COLUMNS]
+        totals: list[Any] = []
+        by_day: list[Any] = []
+        if self.days is not None:
+            first, end = self.days
+            where = (cd.c.day >= first, cd.c.day < end, *self.targets(cd))
+            keys = (cd.c.gateway, cd.c.model, cd.c.name, cd.c.probe_id)
+            stmt = select(*keys, func.max(cd.c.category), *sums).where(*where).group_by(*keys)
+            totals = list(self.conn.execute(stmt))
+            keys = (cd.c.gateway, cd.c.model, cd.c.name, cd.c.day)
+            by_day = list(self.conn.execute(select(*keys, *sums).where(*where).group_by(*keys)))
+        partial: list[Any] = []
+        for since, until in self.partial:
+            found = self.conn.execute(
+                self._rollup(cd, since, until, "gateway", "model", "name").distinct()
+            ).all()
+            if not found:
+                continue
+            restrict = (
+                CHECKRESULT.c.gateway.in_(sorted({g for g, _, _ in found})),
+                CHECKRESULT.c.model.in_(sorted({m for _, m, _ in found})),
+                CHECKRESULT.c.name.in_(sorted({n for _, _, n in found})),
+            )
+            where_rows = self.where(CHECKRESULT, "created_at", since, until)
+            stmt = check_days(self.conn.dialect.name, where_rows, *restrict)
+            partial.extend(self.conn.execute(stmt))
+        return totals, by_day, partial
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def split_period(
+    since: datetime, until: datetime
+) -> tuple[tuple[date, date] | None, list[tuple[datetime, datetime]]]:
+    """Split [since, until) into whole UTC days and the partial days around them.
+
+    Returns:
+        ``(first, end)``, the whole days ``first <= day < end`` (None when there are
+        none), and the ``[start, stop)`` pieces of partial days, in time order.
+    """
+    since, until = since.astimezone(UTC), until.astimezone(UTC)
+    if since >= until:
+        return None, []
+    first = since.date() if since == _midnight(since.date()) else since.date() + timedelta(days=1)
+    end = until.date()
+    if first >= end:
+        return None, [(since, until)]
+    partial = []
+    if since < _midnight(first):
+        partial.append((since, _midnight(first)))
+    if _midnight(end) < until:
+        partial.append((_midnight(end), until))
+    return (first, end), partial
 
 
 def build_report_data(
@@ -173,40 +295,23 @@ def build_report_data(
 
 
 def _observation_totals(q: _Query, target: Any) -> None:
-    obs = OBSERVATION
-    day = q.day(obs.c.started_at)
-    final_ok = and_(obs.c.final, obs.c.failure == "ok")
-    # Only failure classes and echoed models that differ from the request are group keys,
-    # so the common case (ok, echo matches) collapses to one group per target and day.
-    failure = case((obs.c.failure != "ok", obs.c.failure), else_=None)
-    other_model = case(
-        (
-            and_(final_ok, obs.c.response_model.is_distinct_from(obs.c.model)),
-            func.coalesce(obs.c.response_model, ""),
-        ),
-        else_=None,
-    )
-    keys = (obs.c.gateway, obs.c.model, day, obs.c.final, failure, other_model)
-    stmt = (
-        select(*keys, func.count(), func.sum(obs.c.cost))
-        .where(q.where(obs, "started_at"))
-        .group_by(*keys)
-    )
+    # The rollup has one row per (day, target, final, failure, echoed model), so the
+    # common case (ok, echo matches) is one row per target and day.
     spend: dict[tuple[str, str], dict[date, float]] = defaultdict(lambda: defaultdict(float))
     errors: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     errors_final: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     echoed: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    for gw, model, d, final, failed, other, n, cost in q.conn.execute(stmt):
+    for d, gw, model, final, failure, echo, n, cost in q.observation_days():
         t = target(gw, model)
         key = (gw, model)
         t.attempts += n
         spend[key][_day(d)] += cost or 0.0
-        if failed is not None:
-            errors[key][failed] += n
-            errors_final[key][failed] += n if final else 0
+        if failure != "ok":
+            errors[key][failure] += n
+            errors_final[key][failure] += n if final else 0
         elif final:
             t.final_ok += n
-            echoed[key][model if other is None else other or "(not echoed)"] += n
+            echoed[key][model if echo == model else echo or "(not echoed)"] += n
         t.final += n if final else 0
     for key, by_day in spend.items():
         t = target(*key)
@@ -228,51 +333,45 @@ def _percentiles(values: np.ndarray) -> dict[str, float | None]:
 
 def _latency(q: _Query, targets: dict[tuple[str, str], TargetReport]) -> None:
     obs = OBSERVATION
-    strides = {
-        key: max(1, math.ceil(t.final_ok / LATENCY_SAMPLE_CAP))
-        for key, t in targets.items()
-        if t.final_ok
-    }
-    if not strides:
-        return
-    sampled = [k for k, stride in strides.items() if stride > 1]
     day = q.day(obs.c.started_at)
     ttft = case((obs.c.stream, obs.c.first_token_s), else_=obs.c.end_s)
-    stmt = select(obs.c.gateway, obs.c.model, day, ttft, obs.c.end_s).where(
-        q.where(obs, "started_at"), obs.c.final, obs.c.failure == "ok"
-    )
-    if sampled:
-        stride_of = case(
-            *[
-                (and_(obs.c.gateway == gw, obs.c.model == model), strides[(gw, model)])
-                for gw, model in sampled
-            ],
-            else_=1,
+    for (gw, model), t in sorted(targets.items()):
+        if not t.final_ok:
+            continue
+        stride = max(1, math.ceil(t.final_ok / LATENCY_SAMPLE_CAP))
+        # One target's rows in time order: a range of the (gateway, model, started_at, …)
+        # index, which covers every column read here.
+        stmt = select(day, ttft, obs.c.end_s).where(
+            obs.c.gateway == gw,
+            obs.c.model == model,
+            q.where(obs, "started_at"),
+            obs.c.final,
+            obs.c.failure == "ok",
         )
-        stmt = stmt.where(obs.c.id % stride_of == 0)
-    rows: dict[tuple[str, str], dict[date, list[tuple[Any, Any]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for gw, model, d, first, end in q.conn.execute(stmt):
-        rows[(gw, model)][_day(d)].append((first, end))
-    for key, by_day in rows.items():
-        t = targets[key]
-        t.latency_stride = strides[key]
-        all_values: list[tuple[Any, Any]] = []
-        for d in sorted(by_day):
-            pairs = np.array(by_day[d], dtype=float)
-            all_values.extend(by_day[d])
-            t.latency.append(
-                LatencyDay(d, len(pairs), _percentiles(pairs[:, 0]), _percentiles(pairs[:, 1]))
-            )
-        pairs = np.array(all_values, dtype=float)
-        t.latency_n = len(pairs)
-        ttft_p, e2e_p = _percentiles(pairs[:, 0]), _percentiles(pairs[:, 1])
+        if stride > 1:
+            stmt = stmt.where(obs.c.id % stride == 0)
+        rows = q.conn.execute(stmt.order_by(obs.c.started_at)).all()
+        if not rows:
+            continue
+        days, firsts, ends = zip(*rows, strict=True)
+        ttfts = np.array(firsts, dtype=float)  # NULL becomes NaN, which percentiles skip
+        e2es = np.array(ends, dtype=float)
+        t.latency_stride = stride
+        lo = 0
+        for d, group in itertools.groupby(days):  # rows are in time order
+            hi = lo + sum(1 for _ in group)
+            ttft_p, e2e_p = _percentiles(ttfts[lo:hi]), _percentiles(e2es[lo:hi])
+            t.latency.append(LatencyDay(_day(d), hi - lo, ttft_p, e2e_p))
+            lo = hi
+        t.latency_n = len(rows)
+        ttft_p, e2e_p = _percentiles(ttfts), _percentiles(e2es)
         t.ttft_p50, t.ttft_p99 = ttft_p["p50"], ttft_p["p99"]
         t.e2e_p50, t.e2e_p99 = e2e_p["p50"], e2e_p["p99"]
 
 
 _SCORED = (CheckValue.passed, CheckValue.partial, CheckValue.failed, CheckValue.missing)
+_COUNT_INDEX = {value: i for i, value in enumerate(CHECK_COUNTS.values())}
+_SCORED_COLUMNS = [name for value in _SCORED for name, v in CHECK_COUNTS.items() if v == value]
 
 
 def _add(rate: PassRate, counts: Sequence[Any]) -> None:
@@ -291,19 +390,34 @@ def _check_totals(
     Returns:
         Per target, the check names present and the names with a failed or missing outcome.
     """
-    cr = CHECKRESULT
-    day = q.day(cr.c.created_at)
-    # A probe's category is one value, so it is an aggregate rather than a group key.
-    category = func.max(cr.c["metadata"]["category"].as_string())
-    counts = [func.sum(case((cr.c.value == v.value, 1), else_=0)) for v in _SCORED]
-    keys = (cr.c.gateway, cr.c.model, cr.c.name, day, cr.c.probe_id)
-    stmt = select(*keys, category, *counts).where(q.where(cr, "created_at")).group_by(*keys)
+    # A probe's category is one value: the largest stored one stands for the probe.
+    totals: dict[tuple[str, str, str, str], tuple[str, list[int]]] = {}
+    per_day: dict[tuple[str, str, str, date], list[int]] = {}
+
+    def count(key: tuple[str, str, str, str], category: str | None, values: list[int]) -> None:
+        cat, before = totals.get(key, ("", [0] * len(_SCORED)))
+        summed = [a + b for a, b in zip(before, values, strict=True)]
+        totals[key] = (max(cat, category or ""), summed)
+
+    def count_day(key: tuple[str, str, str, date], values: list[int]) -> None:
+        before = per_day.get(key, [0] * len(_SCORED))
+        per_day[key] = [a + b for a, b in zip(before, values, strict=True)]
+
+    whole, whole_by_day, partial = q.check_days()
+    for gw, model, name, probe_id, category, *values in whole:
+        count((gw, model, name, probe_id), category, [int(v or 0) for v in values])
+    for gw, model, name, d, *values in whole_by_day:
+        count_day((gw, model, name, _day(d)), [int(v or 0) for v in values])
+    for d, gw, model, name, probe_id, category, *counts in partial:
+        values = [int(counts[_COUNT_INDEX[v]] or 0) for v in _SCORED]
+        count((gw, model, name, probe_id), category, values)
+        count_day((gw, model, name, _day(d)), values)
     by_day: dict[tuple[str, str], dict[date, PassRate]] = defaultdict(dict)
     by_cat: dict[tuple[str, str], dict[str, PassRate]] = defaultdict(dict)
     by_name: dict[tuple[str, str], dict[str, PassRate]] = defaultdict(dict)
     present: dict[tuple[str, str], set[str]] = defaultdict(set)
     failing: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for gw, model, name, d, probe_id, cat, *values in q.conn.execute(stmt):
+    for (gw, model, name, probe_id), (cat, values) in totals.items():
         key = (gw, model)
         target(gw, model)
         present[key].add(name)
@@ -313,10 +427,11 @@ def _check_totals(
             if name != "cache":  # cache results have their own section
                 _add(by_name[key].setdefault(name, PassRate(name)), values)
             continue
-        day_ = _day(d)
-        _add(by_day[key].setdefault(day_, PassRate(day_.isoformat())), values)
-        label = category_of(probe_id, cat)
+        label = category_of(probe_id, cat or None)
         _add(by_cat[key].setdefault(label, PassRate(label)), values)
+    for (gw, model, name, day_), values in per_day.items():
+        if not is_conformance_check(name):
+            _add(by_day[(gw, model)].setdefault(day_, PassRate(day_.isoformat())), values)
     for key, days in by_day.items():
         target(*key).pass_by_day = [days[d] for d in sorted(days)]
     for key, cats in by_cat.items():

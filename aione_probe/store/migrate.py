@@ -17,15 +17,39 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from aione_probe.errors import ProbeError
+from aione_probe.store import rollup
 from aione_probe.store.engine import WRITE_OPTION
-from aione_probe.store.tables import TABLES, SchemaVersion
+from aione_probe.store.tables import (
+    TABLES,
+    CheckDay,
+    ObservationDay,
+    ObservationRow,
+    SchemaVersion,
+)
 from aione_probe.types import utcnow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code reads and writes."""
 
 Migration = Callable[[Connection], None]
-MIGRATIONS: dict[int, Migration] = {}
+
+
+def _add_daily_rollups(conn: Connection) -> None:
+    """Version 2: the ``observationday`` and ``checkday`` rollups, filled from every row,
+    and the observation index that covers the report's latency read."""
+    rollups = [ObservationDay.__table__, CheckDay.__table__]  # type: ignore[attr-defined]
+    SQLModel.metadata.create_all(conn, tables=rollups)
+    rollup.rebuild(conn)
+    conn.execute(text("DROP INDEX ix_observation_target_started"))
+    timing = next(
+        i
+        for i in ObservationRow.__table__.indexes  # type: ignore[attr-defined]
+        if i.name == "ix_observation_target_timing"
+    )
+    timing.create(conn)
+
+
+MIGRATIONS: dict[int, Migration] = {2: _add_daily_rollups}
 """Upgrade steps: ``MIGRATIONS[v]`` upgrades a database at version ``v - 1`` to ``v``."""
 
 _PG_LOCK_KEY = 0x41494F4E45  # arbitrary constant: "AIONE"

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import SQLModel, col
 
 from aione_probe.errors import FailureKind
+from aione_probe.store import rollup
 from aione_probe.store.baselines import parse_document, to_document
 from aione_probe.store.engine import WRITE_OPTION, make_engine, normalise_url
 from aione_probe.store.migrate import current_version, migrate
@@ -46,6 +47,11 @@ from aione_probe.types import utcnow
 _FINISHED = frozenset({RunStatus.ok, RunStatus.failed, RunStatus.partial, RunStatus.skipped})
 _OBSERVATIONS = ObservationRow.__table__  # type: ignore[attr-defined]
 _CHECKS = CheckResultRow.__table__  # type: ignore[attr-defined]
+
+
+def _insert_ids(conn: Connection, table: Any, values: list[dict[str, Any]]) -> list[int]:
+    """Insert `values` into `table`; return the new row ids."""
+    return list(conn.execute(insert(table).returning(table.c.id), values).scalars())
 
 
 class Store:
@@ -182,9 +188,10 @@ class Store:
     ) -> None:
         """Write a run's observations, their check results and its summary, atomically.
 
-        Check results are timestamped with the run's start. If anything fails (bad index,
-        an observation of another target, a database error) nothing of this run is written
-        and the run stays as it was.
+        Check results are timestamped with the run's start; the daily rollups
+        (`aione_probe.store.rollup`) count them in the same transaction. If anything
+        fails (bad index, an observation of another target, a database error) nothing of
+        this run is written and the run stays as it was.
 
         Raises:
             LookupError: no run `run_id`.
@@ -229,8 +236,9 @@ class Store:
                         created_at=run.started_at,
                     )
                 )
+            rollup.add_observations(conn, ids)
             if check_rows:
-                conn.execute(insert(_CHECKS), check_rows)
+                rollup.add_checks(conn, _insert_ids(conn, _CHECKS, check_rows))
             finals = [rec for rec in observations if rec.final]
             conn.execute(
                 update(SuiteRun)
@@ -403,16 +411,14 @@ class Store:
         """Insert ``(run_id, record)`` pairs fast (benchmarks, imports); return the count.
 
         Each chunk of `chunk_size` rows is one transaction (so a failure keeps the chunks
-        before it). Run summaries are not updated.
+        before it), daily rollups included. Run summaries are not updated.
         """
         total = 0
         it: Iterator[tuple[int, ObservationRecord]] = iter(rows)
         while chunk := list(islice(it, chunk_size)):
             with self._write() as conn:
-                conn.execute(
-                    insert(_OBSERVATIONS),
-                    [observation_values(rec, run_id) for run_id, rec in chunk],
-                )
+                values = [observation_values(rec, run_id) for run_id, rec in chunk]
+                rollup.add_observations(conn, _insert_ids(conn, _OBSERVATIONS, values))
             total += len(chunk)
         return total
 
@@ -454,7 +460,7 @@ class Store:
                             created_at=run.started_at,
                         )
                     )
-                conn.execute(insert(_CHECKS), values)
+                rollup.add_checks(conn, _insert_ids(conn, _CHECKS, values))
             total += len(chunk)
         return total
 

@@ -175,7 +175,19 @@ class ObservationRow(SQLModel, table=True):
 
     __tablename__ = "observation"
     __table_args__ = (
-        Index("ix_observation_target_started", "gateway", "model", "started_at"),
+        # Covers the report's latency read (one target's successful final attempts in
+        # time order) as well as every (gateway, model, time range) lookup.
+        Index(
+            "ix_observation_target_timing",
+            "gateway",
+            "model",
+            "started_at",
+            "final",
+            "failure",
+            "stream",
+            "first_token_s",
+            "end_s",
+        ),
         Index("ix_observation_probe_started", "suite", "probe_hash", "started_at"),
         Index("ix_observation_run", "run_id"),
     )
