@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from aione_probe.errors import FailureKind
 from aione_probe.fingerprint import (
     Profile,
     SignalResult,
@@ -38,7 +39,6 @@ from aione_probe.fingerprint.stats import (
     mann_whitney,
     metadata_test,
     mismatch_share,
-    mixture_share_em,
     mixture_share_modal,
     mmd_permutation_test,
     stratified_g_test,
@@ -186,6 +186,18 @@ def test_tokenizer_delta_exact() -> None:
         tokenizer_delta_test({"z": [1]}, ref)
 
 
+def test_tokenizer_delta_realigns_a_substituted_base() -> None:
+    ref = {f"k{i}": [10 + i] for i in range(10)}
+    # The target's base prompt was answered by a substitute whose template adds 2 tokens:
+    # every genuine delta is 2 low; canaries k7..k9 were substituted as well.
+    target = {f"k{i}": [10 + i - 2 if i < 7 else 30 + i] for i in range(10)}
+    res = tokenizer_delta_test(target, ref)
+    assert res.extra["base_shift"] == -2 and res.extra["mismatches"] == 3
+    assert res.extra["share"]["estimate"] == pytest.approx(0.3) and res.p_value < 1e-6
+    honest = tokenizer_delta_test({k: list(v) for k, v in ref.items()}, ref)
+    assert honest.extra["base_shift"] == 0 and honest.p_value == 1.0
+
+
 def test_tokenizer_delta_noisy_reference_raises_noise_rate() -> None:
     ref = {"a": [12, 12, 12, 13], "b": [8, 8, 8, 8]}
     res = tokenizer_delta_test({"a": [13], "b": [8]}, ref)
@@ -272,19 +284,6 @@ def test_acat_and_holm() -> None:
 
 
 # --- mixture share --------------------------------------------------------------------------
-
-
-def test_mixture_share_em_recovers_known_share() -> None:
-    rng = np.random.default_rng(8)
-    p = np.array([0.5, 0.3, 0.15, 0.05, 0, 0])
-    q = np.array([0.05, 0.05, 0.1, 0.2, 0.3, 0.3])
-    covered = 0
-    for _ in range(60):
-        counts = rng.multinomial(600, 0.8 * p + 0.2 * q)
-        est = mixture_share_em([(counts, p, q)])
-        covered += est.ci_low <= 0.2 <= est.ci_high
-        assert est.ci_low <= est.estimate <= est.ci_high
-    assert covered >= 51  # ≈ 95 % coverage, with slack for 60 draws
 
 
 def test_mixture_share_modal_recovers_share() -> None:
@@ -548,6 +547,21 @@ def test_audit_reference_errors_are_not_mismatches() -> None:
     )
     assert res.verdict.verdict is VerdictKind.insufficient_data
     assert "reference endpoint failed" in res.verdict.reason
+
+
+def test_audit_partial_reference_errors_are_not_mismatches() -> None:
+    honest = _persona(1)
+    ref = _endpoint(honest, samples=40, seed=3)
+    for o in ref:
+        if o.probe_id.startswith("cat-"):
+            o.failure, o.content = FailureKind.rate_limited, ""
+    res = _audit(_endpoint(honest, samples=20, seed=2), ref)
+    by_signal = {s.signal: s for s in res.verdict.signals}
+    assert by_signal["categorical"].status == "reference_error"
+    assert by_signal["text"].status == "reference_error"
+    assert by_signal["categorical"].p_value is None
+    assert by_signal["tokenizer"].status == "ok"
+    assert res.verdict.verdict is VerdictKind.authentic
 
 
 def test_audit_too_few_samples_reports_needed() -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from scipy import optimize, sparse, stats
+from scipy import sparse, stats
 
 DEFAULT_PERMUTATIONS = 49_999
 
@@ -475,10 +475,18 @@ def tokenizer_delta_test(
     per-canary mode). The number of target mismatches is tested against Binomial(n, ε);
     one mismatch at the default floor gives p = 1e-3, two give about 1e-6.
 
+    Deltas subtract the target's base prompt count; when the base itself was answered by a
+    substitute, every genuine delta is off by the same amount. So the target's deltas are
+    first shifted by the most common (target − anchor) difference when a strict majority of
+    them agree on it. Shifting can only remove mismatches (a genuine endpoint
+    still has none), so the test stays valid, and the mismatch share then counts the
+    substituted canaries rather than all of them.
+
     Raises:
         InsufficientDataError: no canary was measured on both sides.
     """
-    n = k = ref_n = ref_off = 0
+    n = ref_n = ref_off = 0
+    pairs: list[tuple[int, int]] = []
     for key, ref_vals in reference.items():
         tgt = target.get(key, ())
         if not tgt or not ref_vals:
@@ -487,9 +495,14 @@ def tokenizer_delta_test(
         ref_n += len(ref_vals)
         ref_off += sum(v != anchor for v in ref_vals)
         n += len(tgt)
-        k += sum(v != anchor for v in tgt)
+        pairs.extend((v, anchor) for v in tgt)
     if not n:
         raise InsufficientDataError("no canary measured on both sides", 1)
+    offsets = Counter(v - anchor for v, anchor in pairs)
+    shift, agree = offsets.most_common(1)[0]
+    if 2 * agree <= len(pairs):
+        shift = 0
+    k = sum(v - shift != anchor for v, anchor in pairs)
     eps = max(noise_floor, ref_off / ref_n)
     p = float(stats.binomtest(k, n, eps, alternative="greater").pvalue) if k else 1.0
     share = mismatch_share(k, n)
@@ -500,7 +513,7 @@ def tokenizer_delta_test(
         n,
         ref_n,
         method="exact",
-        extra={"mismatches": k, "noise_rate": eps, "share": share.to_dict()},
+        extra={"mismatches": k, "noise_rate": eps, "base_shift": shift, "share": share.to_dict()},
     )
 
 
@@ -663,61 +676,6 @@ def holm(p_values: Sequence[float], alpha: float) -> tuple[list[bool], list[floa
 
 
 # --- substitution share -------------------------------------------------------------------
-
-
-def _mixture_loglik(pi: float, strata: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
-    total = 0.0
-    for c, p, q in strata:
-        f = np.clip((1 - pi) * p + pi * q, 1e-300, None)
-        total += float(np.dot(c, np.log(f)))
-    return total
-
-
-def mixture_share_em(
-    strata: Sequence[tuple[Sequence[int], Sequence[float], Sequence[float]]],
-    *,
-    level: float = 0.95,
-    max_iter: int = 500,
-    tol: float = 1e-10,
-) -> ShareEstimate:
-    """Maximum-likelihood share π of answers drawn from a known alternative q instead of the
-    reference p, where answers follow (1 − π)·p + π·q, pooled over strata (probes).
-
-    EM: rᵢ = π·q(xᵢ) / (π·q(xᵢ) + (1 − π)·p(xᵢ)), π ← mean(rᵢ). The interval is the
-    profile-likelihood interval {π : 2(ℓ(π̂) − ℓ(π)) ≤ χ²₁(level)}.
-
-    Raises:
-        InsufficientDataError: no answers.
-    """
-    prepared = []
-    n = 0
-    for counts, p, q in strata:
-        c = np.asarray(counts, dtype=float)
-        pp = np.clip(np.asarray(p, dtype=float), 1e-12, None)
-        qq = np.clip(np.asarray(q, dtype=float), 1e-12, None)
-        prepared.append((c, pp / pp.sum(), qq / qq.sum()))
-        n += int(c.sum())
-    if not n:
-        raise InsufficientDataError("no answers to estimate a share from", 1)
-    pi = 0.5
-    for _ in range(max_iter):
-        resp = 0.0
-        for c, p, q in prepared:
-            resp += float(np.dot(c, pi * q / (pi * q + (1 - pi) * p)))
-        new = resp / n
-        if abs(new - pi) < tol:
-            pi = new
-            break
-        pi = new
-    best = _mixture_loglik(pi, prepared)
-    cut = float(stats.chi2.ppf(level, 1)) / 2.0
-
-    def gap(x: float) -> float:
-        return best - _mixture_loglik(x, prepared) - cut
-
-    low = 0.0 if gap(0.0) <= 0 else optimize.brentq(gap, 0.0, pi) if pi > 0 else 0.0
-    high = 1.0 if gap(1.0) <= 0 else optimize.brentq(gap, pi, 1.0) if pi < 1 else 1.0
-    return ShareEstimate(pi, float(low), float(high), "em_profile_likelihood", n, level)
 
 
 def _modal_share(x: np.ndarray, nx: np.ndarray, p: np.ndarray) -> float:

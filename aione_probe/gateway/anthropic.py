@@ -38,7 +38,7 @@ from typing import Any
 
 from aione_probe.errors import FailureKind, ProtocolError, StatusError
 from aione_probe.gateway.classify import classify_error_event, parse_error_body
-from aione_probe.gateway.protocol import normalize_finish_reason, parse_model_list
+from aione_probe.gateway.protocol import as_int, normalize_finish_reason, parse_model_list
 from aione_probe.sse import Event
 from aione_probe.types import ChatRequest, Observation, Usage
 
@@ -281,10 +281,10 @@ def messages_body(req: ChatRequest) -> dict[str, Any]:
 
 def parse_usage(raw: dict[str, Any]) -> Usage:
     """A `Usage` from a Messages usage object (prompt = input + cache read + cache write)."""
-    inp = _int(raw.get("input_tokens"))
-    out = _int(raw.get("output_tokens"))
-    read = _int(raw.get("cache_read_input_tokens"))
-    write = _int(raw.get("cache_creation_input_tokens"))
+    inp = as_int(raw.get("input_tokens"))
+    out = as_int(raw.get("output_tokens"))
+    read = as_int(raw.get("cache_read_input_tokens"))
+    write = as_int(raw.get("cache_creation_input_tokens"))
     prompt = None if inp is None else inp + (read or 0) + (write or 0)
     total = None if prompt is None or out is None else prompt + out
     return Usage(
@@ -447,13 +447,3 @@ def _tool_call(
         "type": "function",
         "function": {"name": name if isinstance(name, str) else "", "arguments": args},
     }
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None

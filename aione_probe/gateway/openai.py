@@ -11,7 +11,7 @@ from typing import Any
 
 from aione_probe.errors import FailureKind, ProtocolError
 from aione_probe.gateway.classify import error_from_payload
-from aione_probe.gateway.protocol import normalize_finish_reason, parse_model_list
+from aione_probe.gateway.protocol import as_int, normalize_finish_reason, parse_model_list
 from aione_probe.sse import Event
 from aione_probe.types import ChatRequest, Observation, Usage
 
@@ -184,16 +184,16 @@ def parse_usage(raw: dict[str, Any]) -> Usage:
     prompt = prompt if isinstance(prompt, dict) else {}
     completion = raw.get("completion_tokens_details")
     completion = completion if isinstance(completion, dict) else {}
-    cached = _int(prompt.get("cached_tokens"))
+    cached = as_int(prompt.get("cached_tokens"))
     if cached is None:
-        cached = _int(raw.get("prompt_cache_hit_tokens"))
+        cached = as_int(raw.get("prompt_cache_hit_tokens"))
     return Usage(
-        prompt_tokens=_int(raw.get("prompt_tokens")),
-        completion_tokens=_int(raw.get("completion_tokens")),
-        total_tokens=_int(raw.get("total_tokens")),
+        prompt_tokens=as_int(raw.get("prompt_tokens")),
+        completion_tokens=as_int(raw.get("completion_tokens")),
+        total_tokens=as_int(raw.get("total_tokens")),
         cached_tokens=cached,
-        reasoning_tokens=_int(completion.get("reasoning_tokens")),
-        cache_creation_tokens=_int(raw.get("cache_creation_input_tokens")),
+        reasoning_tokens=as_int(completion.get("reasoning_tokens")),
+        cache_creation_tokens=as_int(raw.get("cache_creation_input_tokens")),
         raw=raw,
     )
 
@@ -206,7 +206,7 @@ def _metadata(obj: dict[str, Any], obs: Observation) -> None:
     if obs.system_fingerprint is None and isinstance(obj.get("system_fingerprint"), str):
         obs.system_fingerprint = obj["system_fingerprint"]
     if obs.created is None:
-        obs.created = _int(obj.get("created"))
+        obs.created = as_int(obj.get("created"))
 
 
 def _finish(choice: dict[str, Any], obs: Observation) -> None:
@@ -228,13 +228,3 @@ def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
         "type": call.get("type") if isinstance(call.get("type"), str) else "function",
         "function": {"name": name if isinstance(name, str) else "", "arguments": args},
     }
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None

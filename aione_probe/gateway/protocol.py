@@ -83,3 +83,14 @@ def parse_model_list(body: Any) -> list[str]:
         raise ProtocolError("models listing has no 'data' list", FailureKind.bad_response)
     ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
     return list(dict.fromkeys(ids))
+
+
+def as_int(value: Any) -> int | None:
+    """An integer from a JSON number (``3`` or ``3.0``); None for anything else, booleans too."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
