@@ -75,7 +75,7 @@ async def _forever(cfg: Config) -> int:
     def announce(url: str) -> None:
         console.print(f"metrics: {url}/metrics", highlight=False)
         console.print(f"health:  {url}/healthz", highlight=False)
-        console.print(f"report:  {url}/report/ (files in {cfg.resolve(cfg.reports.dir)})")
+        console.print(f"report:  {url}/report/ (files in {cfg.resolve(cfg.reports.dir).resolve()})")
         console.print("Ctrl-C to stop", highlight=False)
 
     return await _serve_async(cfg, analysis_interval_s=30.0, announce=announce)
