@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -178,6 +179,12 @@ interval = "2s"
             time.sleep(0.5)
         assert "aione_probe_requests_total{" in metrics
         assert "_created" not in metrics
+        promtool = shutil.which("promtool")
+        if promtool:  # the live scrape must satisfy Prometheus' own linter
+            lint = subprocess.run(
+                [promtool, "check", "metrics"], input=metrics, capture_output=True, text=True
+            )
+            assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
         health = httpx.get(f"http://{listen}/healthz", timeout=2)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         proc.send_signal(signal.SIGTERM)
