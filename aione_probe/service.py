@@ -29,6 +29,7 @@ from aione_probe.analysis import analyse
 from aione_probe.asyncstore import AsyncStore
 from aione_probe.config import Config, GatewayConfig, SuiteConfig
 from aione_probe.errors import ConfigError, GatewayError
+from aione_probe.estimate import runs_per_day
 from aione_probe.gateway import GatewayClient
 from aione_probe.metrics import ProbeMetrics
 from aione_probe.reconcile import reconcile_gateway
@@ -107,10 +108,13 @@ class Service:
                     Store.ensure_target, gw.name, gw.base_url, gw.protocol, model
                 )
         for job in self.plan():
-            if job.suite.interval is not None:
-                self.metrics.set_suite_config(
-                    job.target.gateway, job.target.model, job.suite.job_name, job.suite.interval
-                )
+            # Cron suites export their mean interval, so staleness alerts cover them too.
+            self.metrics.set_suite_config(
+                job.target.gateway,
+                job.target.model,
+                job.suite.job_name,
+                job.suite.interval or 86400.0 / max(runs_per_day(job.suite), 1e-9),
+            )
 
     async def aclose(self) -> None:
         """Close clients and the store thread."""
