@@ -123,15 +123,21 @@ def analyse_drift(store: Store, cfg: Config, gateway: str, model: str, now: date
                     "note": "no baseline yet: one is pinned after "
                     f"{cfg.drift.auto_baseline_runs} runs",
                     "needed": cfg.drift.auto_baseline_runs - len(store.runs(gateway, model, suite)),
-                    "tests": [],
+                    "metrics": [],
                 },
             )
             continue
         baseline_ids[suite], base_window = base
         pairs[suite] = (base_window, drift_window(store, gateway, model, suite, since, now))
-    for suite, verdict in evaluate(
-        pairs, alpha=cfg.drift.alpha, min_runs=cfg.drift.min_runs
-    ).items():
+    previous = {
+        v.suite or "": v.verdict
+        for v in store.latest_verdicts("drift")
+        if (v.gateway, v.model) == (gateway, model)
+    }
+    verdicts = evaluate(
+        pairs, alpha=cfg.drift.alpha, min_runs=cfg.drift.min_runs, previous=previous
+    )
+    for suite, verdict in verdicts.items():
         base_window, recent = pairs[suite]
         pass_test = next((t for t in verdict.tests if t.metric == "pass_ratio"), None)
         store.save_verdict(
@@ -145,7 +151,9 @@ def analyse_drift(store: Store, cfg: Config, gateway: str, model: str, now: date
             recent.scored,
             baseline_ids[suite],
             {
-                "tests": [t.__dict__ for t in verdict.tests],
+                "metrics": [
+                    {**t.__dict__, "baseline_id": baseline_ids[suite]} for t in verdict.tests
+                ],
                 "needed": verdict.needed,
                 "note": verdict.note,
                 "pass_ratio": recent.pass_ratio,

@@ -27,6 +27,9 @@ from scipy import stats
 
 MIN_SCORED = 40
 MIN_LATENCY = 30
+#: Hysteresis: a target already ``regressed`` stays so until its worse-way tests rise
+#: above `HYSTERESIS` × alpha, so one excursion pages once instead of flickering.
+HYSTERESIS = 10.0
 
 
 @dataclass
@@ -212,7 +215,11 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def decide(
-    tests: list[DriftTest], alpha: float, needed: int, min_runs_missing: int = 0
+    tests: list[DriftTest],
+    alpha: float,
+    needed: int,
+    min_runs_missing: int = 0,
+    previous: str | None = None,
 ) -> DriftVerdict:
     """Turn Holm-adjusted tests into a verdict.
 
@@ -227,7 +234,8 @@ def decide(
             needed=max(needed, 1),
             note=f"{min_runs_missing} more run(s) needed" if min_runs_missing else "",
         )
-    rejected = [t for t in tests if t.p_adjusted < alpha]
+    worse_alpha = alpha * HYSTERESIS if previous == "regressed" else alpha
+    rejected = [t for t in tests if t.p_adjusted < (worse_alpha if t.worse else alpha)]
     for t in tests:
         t.result = "fail" if t in rejected and t.worse else ("changed" if t in rejected else "pass")
     if any(t.worse for t in rejected):
@@ -238,7 +246,11 @@ def decide(
 
 
 def evaluate(
-    pairs: dict[str, tuple[Window, Window]], *, alpha: float, min_runs: int
+    pairs: dict[str, tuple[Window, Window]],
+    *,
+    alpha: float,
+    min_runs: int,
+    previous: dict[str, str] | None = None,
 ) -> dict[str, DriftVerdict]:
     """Drift verdicts for every suite of one target, Holm-corrected across all their tests.
 
@@ -246,6 +258,7 @@ def evaluate(
         pairs: suite -> (baseline window, recent window).
         alpha: family-wise error rate of one target's evaluation.
         min_runs: runs each window needs before any verdict.
+        previous: suite -> the last verdict (for hysteresis).
     """
     per_suite = {s: tests_for(b, r) for s, (b, r) in pairs.items()}
     flat = [t for tests, _ in per_suite.values() for t in tests]
@@ -255,5 +268,5 @@ def evaluate(
     for suite, (tests, needed) in per_suite.items():
         b, r = pairs[suite]
         missing = max(0, min_runs - min(b.runs, r.runs))
-        out[suite] = decide(tests, alpha, needed, missing)
+        out[suite] = decide(tests, alpha, needed, missing, (previous or {}).get(suite))
     return out

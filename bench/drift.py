@@ -82,6 +82,7 @@ def simulate(
             {"golden": (baseline, window_of(list(recent), hashes))},
             alpha=cfg.alpha,
             min_runs=cfg.min_runs,
+            previous={"golden": "regressed" if alarming else "ok"},
         )["golden"].verdict
         now = verdict == "regressed"
         if now and not alarming:

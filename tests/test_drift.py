@@ -77,3 +77,17 @@ def test_window_round_trip() -> None:
     w = Window(passes={"a": (3, 4)}, ttft_s=[0.1], e2e_s=[0.2], output_tokens=[5.0], runs=2)
     assert Window.from_dict(w.to_dict()) == w
     assert w.pass_ratio == 0.75
+
+
+def test_hysteresis_keeps_a_regression_until_it_clearly_clears() -> None:
+    from aione_probe.drift import DriftTest, decide
+
+    def tests(p: float) -> list[DriftTest]:
+        return [
+            DriftTest("pass_ratio", "cmh", -3.0, p, 500, 500, 0.85, 0.80, worse=True, p_adjusted=p)
+        ]
+
+    borderline = 0.004  # above alpha, below 10 x alpha
+    assert decide(tests(borderline), 0.001, 0).verdict == "ok"
+    assert decide(tests(borderline), 0.001, 0, previous="regressed").verdict == "regressed"
+    assert decide(tests(0.05), 0.001, 0, previous="regressed").verdict == "ok"

@@ -361,3 +361,72 @@ def test_svg_helpers_escape_and_handle_gaps() -> None:
     assert 'a"onmouseover' not in bars and "a&#x27;" not in bars
     assert "&quot;onmouseover=&quot;x" in bars
     assert column_chart([(d0, 2.0)], title="spend").count("<rect") == 1
+
+
+def test_comparisons_cross_protocol_and_reconciliation(store: Store, tmp_path: Path) -> None:
+    populate(store)
+    late = DAY0 + timedelta(days=2, hours=13)
+    signal = {
+        "signal": "tokenizer",
+        "test": "tokenizer_delta_exact",
+        "p_value": 1e-9,
+        "n": 8,
+        "result": "reject",
+    }
+    store.save_verdict(
+        "authenticity",
+        *GOOD,
+        "reference:vendor/gpt-4o",
+        "substituted",
+        1e-8,
+        0.005,
+        40,
+        None,
+        {"signals": [signal]},
+        created_at=late,
+    )
+    store.save_verdict(
+        "cross_protocol",
+        *GOOD,
+        "vs:gw-anthropic",
+        "inconsistent",
+        0.001,
+        0.01,
+        20,
+        None,
+        {"signals": [{**signal, "signal": "prompt_tokens"}]},
+        created_at=late,
+    )
+    check = {
+        "name": "reconcile_requests",
+        "value": "fail",
+        "explanation": "under-reported",
+        "metadata": {
+            "model": "gpt-4o",
+            "field": "requests",
+            "gateway_value": 9,
+            "probe_value": 12,
+            "tolerance": 0,
+        },
+    }
+    store.save_verdict(
+        "reconcile",
+        GOOD[0],
+        "*",
+        None,
+        "discrepant",
+        0.5,
+        None,
+        12,
+        None,
+        {"checks": [check]},
+        created_at=late,
+    )
+    out = tmp_path / "r"
+    written = render_report(build_report_data(store, since=SINCE, until=UNTIL), out)
+    assert not any("*" in p.name for p in written)  # a gateway-wide verdict is not a target
+    page = _html(out, "gw-a--gpt-4o.html")
+    assert "Against reference:vendor/gpt-4o" in page
+    assert "Cross-protocol consistency and reconciliation" in page
+    assert "reconcile_requests gpt-4o requests" in page and "gateway 9 vs probe 12" in page
+    assert 'id="consistency"' not in _html(out, "gw-b--meta_llama_3.html")

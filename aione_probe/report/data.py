@@ -26,6 +26,7 @@ from sqlalchemy import Table, and_, case, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from aione_probe.checks import is_quality_check
 from aione_probe.report.model import (
     PERCENTILES,
     CacheStats,
@@ -39,7 +40,6 @@ from aione_probe.report.model import (
     VerdictView,
     Violation,
     category_of,
-    is_conformance_check,
     slug,
 )
 from aione_probe.store.rollup import (
@@ -276,7 +276,7 @@ def build_report_data(
         _observation_totals(q, target)
         _latency(q, targets)
         present, failing = _check_totals(q, target)
-        _verdicts(q, target)
+        _verdicts(q, target, targets)
         for key, t in targets.items():
             if "cache" in present.get(key, ()):
                 _cache(q, t)
@@ -423,14 +423,14 @@ def _check_totals(
         present[key].add(name)
         if values[2] or values[3]:
             failing[key].add(name)
-        if is_conformance_check(name):
+        if not is_quality_check(name):
             if name != "cache":  # cache results have their own section
                 _add(by_name[key].setdefault(name, PassRate(name)), values)
             continue
         label = category_of(probe_id, cat or None)
         _add(by_cat[key].setdefault(label, PassRate(label)), values)
     for (gw, model, name, day_), values in per_day.items():
-        if not is_conformance_check(name):
+        if is_quality_check(name):
             _add(by_day[(gw, model)].setdefault(day_, PassRate(day_.isoformat())), values)
     for key, days in by_day.items():
         target(*key).pass_by_day = [days[d] for d in sorted(days)]
@@ -539,16 +539,20 @@ def _drift_metrics(details: dict[str, Any]) -> list[SignalRow]:
     return _signals({"signals": list(items)})
 
 
-def _verdicts(q: _Query, target: Any) -> None:
+def _verdicts(q: _Query, target: Any, targets: dict[tuple[str, str], TargetReport]) -> None:
     v = VERDICT
     stmt = (
         select(v)
-        .where(q.where(v, "created_at"), v.c.kind.in_(["authenticity", "drift"]))
+        .where(
+            q.where(v, "created_at"),
+            v.c.kind.in_(["authenticity", "drift", "cross_protocol", "reconcile"]),
+        )
         .order_by(v.c.created_at, v.c.id)
     )
     latest: dict[tuple[str, str, str, str | None], Any] = {}
     for row in q.conn.execute(stmt):
         latest[(row.kind, row.gateway, row.model, row.suite)] = row
+    gateway_wide: list[tuple[str, VerdictView]] = []
     for (kind, gw, model, suite), row in sorted(latest.items(), key=lambda kv: str(kv[0])):
         details = _json(row.details)
         view = VerdictView(
@@ -563,14 +567,50 @@ def _verdicts(q: _Query, target: Any) -> None:
             method=details.get("method"),
             needed=_opt_int(details.get("needed")),
         )
+        if kind == "reconcile":
+            view.signals = _reconcile_checks(details)
+            if model == "*":  # the gateway as a whole: shown on each of its targets' pages
+                gateway_wide.append((gw, view))
+                continue
         t = target(gw, model)
         if kind == "authenticity":
             view.signals = _signals(details)
-            if t.authenticity is None or view.created_at >= t.authenticity.created_at:
+            if suite:  # one comparison (reference, baseline or profile)
+                t.comparisons.append(view)
+            else:  # the overall verdict: the worst comparison
                 t.authenticity = view
-        else:
+        elif kind == "drift":
             view.signals = _drift_metrics(details)
             t.drift.append(view)
+        else:
+            if kind == "cross_protocol":
+                view.signals = _signals(details)
+            t.consistency.append(view)
+    for gw, view in gateway_wide:
+        for t in [t for (g, _), t in targets.items() if g == gw]:
+            t.consistency.append(view)
+
+
+def _reconcile_checks(details: dict[str, Any]) -> list[SignalRow]:
+    """Reconciliation checks as table rows: the gateway's number against the probe's."""
+    out = []
+    for c in details.get("checks") or []:
+        if not isinstance(c, dict):
+            continue
+        meta = c.get("metadata") if isinstance(c.get("metadata"), dict) else {}
+        what = " ".join(str(meta[k]) for k in ("model", "field") if meta.get(k))
+        note = f"gateway {meta.get('gateway_value')} vs probe {meta.get('probe_value')}"
+        if meta.get("tolerance") is not None:
+            note += f" (tolerance {meta['tolerance']})"
+        out.append(
+            SignalRow(
+                signal=f"{c.get('name', '')} {what}".strip(),
+                test="equality" if meta.get("tolerance") in (None, 0, "0") else "tolerance",
+                result=c.get("value"),
+                note=note if "gateway_value" in meta else c.get("explanation"),
+            )
+        )
+    return out
 
 
 def _evidence(q: _Query, t: TargetReport, failing: set[str]) -> list[EvidenceRow]:

@@ -13,11 +13,20 @@ from datetime import date, datetime
 from typing import Any
 
 PERCENTILES = (50, 90, 95, 99)
-CONFORMANCE_CHECKS = ("finish_reason", "usage", "cache")
 INSUFFICIENT = "insufficient_data"
 
 _GOOD = {"pass", "ok", "authentic", "consistent", "match", "same", "stable", "no_drift"}
-_BAD = {"fail", "mismatch", "inconsistent", "substituted", "different", "drift", "drifted"}
+_BAD = {
+    "fail",
+    "mismatch",
+    "inconsistent",
+    "discrepant",
+    "substituted",
+    "regressed",
+    "different",
+    "drift",
+    "drifted",
+}
 
 
 def verdict_tone(verdict: str | None) -> str:
@@ -29,11 +38,6 @@ def verdict_tone(verdict: str | None) -> str:
     if verdict in _BAD:
         return "bad"
     return "neutral"
-
-
-def is_conformance_check(name: str) -> bool:
-    """Protocol checks (finish_reason, usage*, cache) are reported apart from golden scores."""
-    return name in CONFORMANCE_CHECKS or name.startswith("usage_")
 
 
 def category_of(probe_id: str, stored: str | None) -> str:
@@ -200,7 +204,9 @@ class TargetReport:
     latency_stride: int = 1
     latency_n: int = 0
     authenticity: VerdictView | None = None
+    comparisons: list[VerdictView] = field(default_factory=list)
     drift: list[VerdictView] = field(default_factory=list)
+    consistency: list[VerdictView] = field(default_factory=list)
     pass_by_day: list[PassRate] = field(default_factory=list)
     pass_by_category: list[PassRate] = field(default_factory=list)
     latency: list[LatencyDay] = field(default_factory=list)
