@@ -430,3 +430,33 @@ def test_comparisons_cross_protocol_and_reconciliation(store: Store, tmp_path: P
     assert "Cross-protocol consistency and reconciliation" in page
     assert "reconcile_requests gpt-4o requests" in page and "gateway 9 vs probe 12" in page
     assert 'id="consistency"' not in _html(out, "gw-b--meta_llama_3.html")
+
+
+def test_image_thumbnails_only_from_decoded_images(store: Store, tmp_path: Path) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from aione_probe.checks.image import compact_parts
+
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 360), (200, 30, 30)).save(buf, format="PNG")
+    good = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    parts = compact_parts(
+        [
+            {"type": "text", "text": "here"},
+            {"type": "image_url", "image_url": {"url": good}},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        ]
+    )
+    assert good not in json.dumps(parts)  # the gateway's data URI is never stored
+    at = DAY0 + timedelta(hours=3)
+    run = store.start_run(*GOOD, "image", 1, 1, True, started_at=at)
+    obs = _obs(GOOD, at, 0, content="", content_parts=parts)
+    store.finish_run(run, "ok", "", [ObservationRecord(obs, "image", "img-1", "h" * 16)], [])
+    out = tmp_path / "r"
+    render_report(build_report_data(store, since=SINCE, until=UNTIL), out)
+    page = _html(out, "gw-a--gpt-4o.html")
+    assert page.count('class="thumb"') == 1
+    assert good not in page

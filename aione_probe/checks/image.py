@@ -253,10 +253,12 @@ def compact_parts(
         meta: dict[str, Any] = {}
         data, reason = _decode(url, cap, meta) if isinstance(url, str) else (None, "no url")
         summary: dict[str, Any] = {"type": "image_url", "image": meta}
-        if data is not None and _open(data, meta) is None:
-            summary["thumbnail"] = _thumbnail(data)
-        elif reason:
-            summary["image"]["error"] = reason
+        if data is not None:
+            reason = _open(data, meta)
+            if reason is None:
+                summary["thumbnail"] = _thumbnail(data)
+        if reason is not None:
+            meta["error"] = reason
         out.append(summary)
     return out
 

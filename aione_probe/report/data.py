@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -613,6 +614,20 @@ def _reconcile_checks(details: dict[str, Any]) -> list[SignalRow]:
     return out
 
 
+_THUMBNAIL = re.compile(r"data:image/png;base64,[A-Za-z0-9+/]+=*")
+
+
+def _thumbnails(parts: Any) -> list[str]:
+    """The stored thumbnails of images that decoded (never the gateway's own data URI)."""
+    parts = _json(parts) if isinstance(parts, str) else parts
+    out = []
+    for part in parts if isinstance(parts, list) else []:
+        thumb = part.get("thumbnail") if isinstance(part, dict) else None
+        if isinstance(thumb, str) and _THUMBNAIL.fullmatch(thumb):
+            out.append(thumb)
+    return out
+
+
 def _evidence(q: _Query, t: TargetReport, failing: set[str]) -> list[EvidenceRow]:
     obs, cr = OBSERVATION, CHECKRESULT
     mine = and_(obs.c.gateway == t.gateway, obs.c.model == t.model, q.where(obs, "started_at"))
@@ -664,6 +679,7 @@ def _evidence(q: _Query, t: TargetReport, failing: set[str]) -> list[EvidenceRow
         obs.c.finish_reason,
         obs.c.failure,
         func.substr(obs.c.content, 1, EXCERPT_CHARS),
+        obs.c.content_parts,
     ).where(obs.c.id.in_(wanted))
     rows = [
         EvidenceRow(
@@ -680,6 +696,7 @@ def _evidence(q: _Query, t: TargetReport, failing: set[str]) -> list[EvidenceRow
             failure=r[10],
             checks=checks.get(r[0], []),
             excerpt=r[11] or "",
+            thumbnails=_thumbnails(r[12]),
         )
         for r in q.conn.execute(stmt)
     ]

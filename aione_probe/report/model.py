@@ -177,6 +177,7 @@ class EvidenceRow:
     failure: str
     checks: list[str]
     excerpt: str
+    thumbnails: list[str] = field(default_factory=list)
 
     @property
     def flagged(self) -> bool:
