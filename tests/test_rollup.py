@@ -123,7 +123,11 @@ def populate(store: Store) -> None:
             conn.scalars(text("SELECT id FROM observation WHERE run_id = :r"), {"r": run_id})
         )
     triples = [
-        (run_id, obs_id, CheckRecord(CheckResult("usage", VALUES[obs_id % 4]), None, "s-1", "hs"))
+        (
+            run_id,
+            obs_id,
+            CheckRecord(CheckResult("usage_total", VALUES[obs_id % 4]), None, "s-1", "hs"),
+        )
         for obs_id in ids
     ]
     store.bulk_insert_check_results(triples, chunk_size=33)
