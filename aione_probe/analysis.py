@@ -193,7 +193,7 @@ def analyse_cross_protocol(store: Store, cfg: Config, now: datetime) -> None:
                     result["verdict"],
                     min(p_values, default=None),
                     cfg.authenticity.alpha,
-                    result["n"],
+                    sum(result["n"].values()),  # answers compared, both protocols
                     None,
                     result,
                 )

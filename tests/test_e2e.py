@@ -228,3 +228,40 @@ def test_baseline_pin_show_export_import(
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "nope"}')
     assert main(["baseline", "import", "--config", str(cfg2), str(bad)]) == 2
+
+
+def test_shipped_suites_run_unchanged_over_both_protocols(tmp_path: Path) -> None:
+    """Every shipped text suite, through the real runner, over OpenAI and Anthropic protocols."""
+    suites = "".join(
+        f'\n[[suites]]\nfile = "{p.name}"\ninterval = "1h"\n'
+        f"cheap_only = {str(p.name.startswith('golden')).lower()}\n"
+        for p in sorted((ROOT / "probes").glob("*.toml"))
+        if p.name != "image.toml"  # image models speak only chat completions
+    )
+    with run_in_thread(default_sim_config(time_scale=0.05)) as fast:
+        cfg = _config(
+            tmp_path,
+            fast.base_url,
+            suites=suites,
+            models='["sim-large"]',
+            extra=f"""
+[[gateways]]
+name = "local-anthropic"
+base_url = "{fast.url}"
+protocol = "anthropic"
+models = ["sim-large"]
+max_concurrency = 8
+requests_per_minute = 6000
+""",
+        )
+        assert main(["run", "--config", str(cfg)]) in (0, 1)
+    store = Store(f"sqlite:///{tmp_path / 'probe.db'}")
+    for gateway in ("local", "local-anthropic"):
+        rows = store.observations(gateway, "sim-large", final_only=True)
+        assert len(rows) > 120, gateway
+        assert {"cache", "fingerprint", "smoke", "behaviour"} <= {r.suite for r in rows}
+        failed = [(r.probe_id, r.failure) for r in rows if r.failure != "ok"]
+        assert not failed, (gateway, failed)
+        assert {r.protocol for r in rows} == {"anthropic" if "anthropic" in gateway else "openai"}
+    verdicts = store.latest_verdicts("cross_protocol")
+    assert [(v.gateway, v.suite) for v in verdicts] == [("local", "vs:local-anthropic")]
