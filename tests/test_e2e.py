@@ -265,3 +265,20 @@ requests_per_minute = 6000
         assert {r.protocol for r in rows} == {"anthropic" if "anthropic" in gateway else "openai"}
     verdicts = store.latest_verdicts("cross_protocol")
     assert [(v.gateway, v.suite) for v in verdicts] == [("local", "vs:local-anthropic")]
+
+
+def test_run_reconciles_with_the_gateway_dashboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIM_MGMT_TOKEN", "mgmt-token")
+    with run_in_thread(default_sim_config(time_scale=0.05)) as own:
+        cfg = _config(tmp_path, own.base_url, suites=SMOKE, models='["sim-large"]')
+        management = (
+            f'[gateways.management]\nbase_url = "{own.url}"\napi_key_env = "SIM_MGMT_TOKEN"'
+        )
+        text = cfg.read_text().replace("[pricing", f"{management}\n\n[pricing", 1)
+        cfg.write_text(text)
+        assert main(["run", "--config", str(cfg)]) in (0, 1)
+    store = Store(f"sqlite:///{tmp_path / 'probe.db'}")
+    overall = [v for v in store.latest_verdicts("reconcile") if v.model == "*"]
+    assert [v.verdict for v in overall] == ["consistent"], overall[0].details
