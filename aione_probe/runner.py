@@ -57,9 +57,9 @@ class RunSummary:
 
     @property
     def passed(self) -> bool:
-        """No failed request and no failed check."""
+        """No failed request and no failed check (a run with nothing to send passes)."""
         return (
-            self.status == "ok"
+            self.status in ("ok", "skipped")
             and self.checks.get(CheckValue.failed.value, 0) == 0
             and self.checks.get(CheckValue.missing.value, 0) == 0
         )
@@ -117,10 +117,16 @@ async def run_suite(
     """
     name = suite_name or suite.id
     seed = new_seed() if seed is None else seed
+    instances = suite.expand(seed, cheap_only=cheap_only)
+    if not instances:
+        reason = "no probe selected (cheap_only on a suite without cheap probes)"
+        run_id = await astore.call(
+            Store.record_skipped_run, target.gateway, target.model, name, suite.version, reason
+        )
+        return RunSummary(run_id, target, name, "skipped", reason)
     run_id = await astore.call(
         Store.start_run, target.gateway, target.model, name, suite.version, seed, scheduled
     )
-    instances = suite.expand(seed, cheap_only=cheap_only)
     budget = _Budget(budget_left)
     outcomes: list[_ProbeOutcome] = []
     reason = ""
@@ -140,11 +146,11 @@ async def run_suite(
             outcomes.extend(group)
     except asyncio.CancelledError:
         reason = "interrupted by shutdown"
-        await _write(astore, run_id, target, name, suite, outcomes, reason, metrics, final=True)
+        await _write(astore, run_id, target, name, outcomes, reason, metrics, final=True)
         raise
     if budget.exhausted and sum(len(o.attempts) for o in outcomes) < len(instances):
         reason = "spend cap reached during the run"
-    return await _write(astore, run_id, target, name, suite, outcomes, reason, metrics)
+    return await _write(astore, run_id, target, name, outcomes, reason, metrics)
 
 
 @dataclass(frozen=True)
@@ -218,7 +224,6 @@ async def _write(
     run_id: int,
     target: Target,
     suite_name: str,
-    suite: Suite,
     outcomes: list[_ProbeOutcome],
     reason: str,
     metrics: ProbeMetrics | None,

@@ -263,6 +263,8 @@ requests_per_minute = 6000
         failed = [(r.probe_id, r.failure) for r in rows if r.failure != "ok"]
         assert not failed, (gateway, failed)
         assert {r.protocol for r in rows} == {"anthropic" if "anthropic" in gateway else "openai"}
+    # golden-longctx has no cheap probe: with cheap_only its runs are skipped, not failed.
+    assert {r.status for r in store.runs(suite="golden-longctx")} == {"skipped"}
     verdicts = store.latest_verdicts("cross_protocol")
     assert [(v.gateway, v.suite) for v in verdicts] == [("local", "vs:local-anthropic")]
 
