@@ -71,6 +71,7 @@ class _ProbeOutcome:
     attempts: list[Observation]
     costs: list[float | None]
     checks: list[CheckResult]
+    group_checks: list[CheckResult] = field(default_factory=list)
 
 
 class _Budget:
@@ -209,7 +210,7 @@ async def _run_groups(
             if done and len(done) == len(insts):
                 ctx = context.for_(insts[0], insts[0].request(target.model))
                 extra = run_group_checks(insts, [o.attempts[-1] for o in done], ctx)
-                done[-1].checks.extend(extra)
+                done[-1].group_checks = extra
                 if metrics is not None:
                     metrics.observe_checks(target.gateway, target.model, suite_name, extra)
             return done
@@ -252,13 +253,15 @@ async def _write(
                 )
             )
         final_index = len(obs_records) - 1
-        for result in outcome.checks:
+        judged = [(r, final_index) for r in outcome.checks]
+        judged += [(r, None) for r in outcome.group_checks]  # about all samples, not one
+        for result, index in judged:
             # The probe's category travels with each result: reports group pass rates by it.
             result = replace(result, metadata={**result.metadata, "category": inst.probe.category})
             check_records.append(
                 CheckRecord(
                     result=result,
-                    observation_index=final_index,
+                    observation_index=index,
                     probe_id=inst.probe.id,
                     probe_hash=inst.probe.hash,
                 )
