@@ -307,7 +307,7 @@ class DriftConfig(_Model):
     """
 
     alpha: float = Field(default=0.001, gt=0, lt=0.5)
-    window: Duration = 12 * 3600.0
+    window: Duration = 86400.0
     min_runs: int = Field(default=6, ge=1)
     auto_baseline_runs: int = Field(default=72, ge=1)
 
