@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fakes import Body, FakeClock
 
 from aione_probe.checks import CheckContext, run_checks, run_group_checks
 from aione_probe.config import GatewayConfig
@@ -52,26 +53,6 @@ def make_gw(monkeypatch: pytest.MonkeyPatch, **kw: Any) -> GatewayConfig:
     }
     opts.update(kw)
     return GatewayConfig(**opts)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Body(httpx.AsyncByteStream):
-    """A response body whose chunks arrive at scripted fake-clock times."""
-
-    def __init__(self, chunks: list[tuple[float, bytes]], clock: FakeClock) -> None:
-        self.chunks, self.clock = chunks, clock
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for at, data in self.chunks:
-            self.clock.t = at
-            yield data
 
 
 def ev(kind: str, **data: Any) -> bytes:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes import Body, FakeClock
 
 from aione_probe.config import GatewayConfig
 from aione_probe.errors import FailureKind, ProtocolError, StatusError, TransportError
@@ -47,27 +48,6 @@ def make_gw(monkeypatch: pytest.MonkeyPatch | None = None, **kw: Any) -> Gateway
         opts["api_key_env"] = "AIONE_TEST_KEY"
     opts.update(kw)
     return GatewayConfig(**opts)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Body(httpx.AsyncByteStream):
-    """A response body whose chunks arrive at scripted fake-clock times."""
-
-    def __init__(self, chunks: list[tuple[float, bytes]], clock: FakeClock) -> None:
-        self.chunks = chunks
-        self.clock = clock
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for at, data in self.chunks:
-            self.clock.t = at
-            yield data
 
 
 def sse(*events: Any) -> bytes:

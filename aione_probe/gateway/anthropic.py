@@ -36,8 +36,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aione_probe.errors import FailureKind, ProtocolError, StatusError
-from aione_probe.gateway.classify import classify_error_event, parse_error_body
+from aione_probe.errors import FailureKind, ProtocolError
+from aione_probe.gateway.classify import error_from_payload
 from aione_probe.gateway.protocol import as_int, normalize_finish_reason, parse_model_list
 from aione_probe.sse import Event
 from aione_probe.types import ChatRequest, Observation, Usage
@@ -48,13 +48,6 @@ EPHEMERAL = {"type": "ephemeral"}
 
 # Anthropic error types the generic classifier does not name (it already maps
 # rate_limit_error, authentication_error, permission_error, overloaded_error, api_error).
-_ERROR_KINDS = {
-    "invalid_request_error": FailureKind.http_4xx,
-    "not_found_error": FailureKind.model_not_found,
-    "request_too_large": FailureKind.too_large,
-    "billing_error": FailureKind.forbidden,
-    "timeout_error": FailureKind.http_5xx,
-}
 _TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "any", "any": "any"}
 
 
@@ -83,7 +76,7 @@ class AnthropicProtocol:
         if not isinstance(body, dict):
             raise ProtocolError("response body is not a JSON object", FailureKind.bad_response)
         if body.get("type") == "error" or body.get("error"):
-            raise error_from_event(body, obs.status or 200)
+            raise error_from_payload(body, obs.status or 200)
         _metadata(body, obs)
         usage = body.get("usage")
         if isinstance(usage, dict):
@@ -146,7 +139,7 @@ class AnthropicStream:
             raise ProtocolError("stream event is not a JSON object", FailureKind.stream_parse)
         kind = data.get("type", event.event)
         if kind == "error":
-            raise error_from_event(data, self.obs.status or 200)
+            raise error_from_payload(data, self.obs.status or 200)
         if kind == "message_start":
             message = data.get("message")
             if isinstance(message, dict):
@@ -294,21 +287,6 @@ def parse_usage(raw: dict[str, Any]) -> Usage:
         cached_tokens=read,
         cache_creation_tokens=write,
         raw=raw,
-    )
-
-
-def error_from_event(payload: Any, status: int) -> StatusError:
-    """The exception for an Anthropic error object in a 200 body or an ``error`` event."""
-    info = parse_error_body(payload)
-    kind = classify_error_event(info)
-    if kind is FailureKind.bad_response:
-        kind = _ERROR_KINDS.get((info.type or "").lower(), kind)
-    return StatusError(
-        info.message or "the gateway reported an error",
-        kind,
-        status=status,
-        error_type=info.type,
-        error_code=info.code,
     )
 
 

@@ -103,9 +103,21 @@ def classify_status(status: int, info: ErrorInfo) -> FailureKind:
     return FailureKind.bad_response
 
 
+#: Error types that only an in-band error (a 200 body or a stream event) needs to name,
+#: since no HTTP status tells the class there (Anthropic's mid-stream ``error`` events).
+_EVENT_TYPE_KINDS = {
+    "invalid_request_error": FailureKind.http_4xx,
+    "not_found_error": FailureKind.model_not_found,
+    "request_too_large": FailureKind.too_large,
+    "billing_error": FailureKind.forbidden,
+    "timeout_error": FailureKind.http_5xx,
+}
+
+
 def classify_error_event(info: ErrorInfo) -> FailureKind:
     """Kind of an error reported inside a 200 response (a JSON body or a stream event)."""
-    return _kind_from_info(info) or FailureKind.bad_response
+    kind = _kind_from_info(info) or _EVENT_TYPE_KINDS.get((info.type or "").lower())
+    return kind or FailureKind.bad_response
 
 
 def parse_error_body(body: bytes | Any) -> ErrorInfo:
