@@ -352,6 +352,18 @@ async def test_plain_content_parts() -> None:
         (b'{"choices": []}', FailureKind.empty_response),
         (b'{"object": "chat.completion"}', FailureKind.empty_response),
         (b'{"choices": [{"message": {"content": ""}}]}', FailureKind.empty_response),
+        # Cut at max_tokens and decoded to nothing: an answer (its usage is the signal).
+        (
+            b'{"choices": [{"message": {"content": ""}, "finish_reason": "length"}],'
+            b' "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}}',
+            FailureKind.ok,
+        ),
+        # ... but not when the gateway reports no output token at all.
+        (
+            b'{"choices": [{"message": {"content": ""}, "finish_reason": "length"}],'
+            b' "usage": {"prompt_tokens": 9, "completion_tokens": 0, "total_tokens": 9}}',
+            FailureKind.empty_response,
+        ),
         (
             b'{"error": {"message": "quota", "type": "insufficient_quota"}}',
             FailureKind.bad_response,

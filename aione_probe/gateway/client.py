@@ -319,7 +319,10 @@ class GatewayClient:
             self._pool.release(http)
         if obs.end_s is None:
             obs.end_s = self._clock() - state.t0
-        if obs.ok and not (obs.content or obs.tool_calls or obs.content_parts):
+        # An answer cut at max_tokens may decode to nothing (one token of a multi-byte
+        # character): the gateway did answer, and its usage is still the measurement.
+        cut_short = obs.finish_reason == "length" and (obs.usage.completion_tokens or 0) > 0
+        if obs.ok and not (obs.content or obs.tool_calls or obs.content_parts or cut_short):
             message = "the response has no content and no tool calls"
             self._fail(obs, FailureKind.empty_response, message, key)
 
