@@ -203,16 +203,38 @@ def test_compose_wires_the_files_and_its_config_loads(tmp_path: Path) -> None:
     provider = (GRAFANA / "provisioning" / "dashboards" / "aione-probe.yml").read_text()
     assert "path: /var/lib/grafana/dashboards/aione-probe" in provider
     assert "aione-probe:9464" in (GRAFANA / "prometheus.yml").read_text()
-    body = compose.split("    content: |\n", 1)[1]
-    lines = []
-    for line in body.splitlines():
-        if line and not line.startswith("      "):
-            break
-        lines.append(line[6:])
-    config = "\n".join(lines).replace('"/app/probes"', json.dumps(str(ROOT / "probes")))
+    assert "./examples/docker.toml:/etc/aione-probe/config.toml" in compose
+    config = (ROOT / "examples" / "docker.toml").read_text()
+    config = config.replace('"/app/probes"', json.dumps(str(ROOT / "probes")))
     path = tmp_path / "config.toml"
     path.write_text(config)
     cfg = load_config(path)
     assert cfg.server.listen == "0.0.0.0:9464"
     for suite in cfg.suites:
         assert cfg.suite_path(suite).exists(), suite.file
+
+
+def _compose_command() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    docker = shutil.which("docker")
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
+        return [docker, "compose"]
+    return None
+
+
+def test_compose_file_is_accepted_by_compose() -> None:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("no docker compose or docker-compose client on this machine")
+    proc = subprocess.run(
+        [*command, "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
