@@ -4,9 +4,12 @@ Two sources feed one registry:
 
 * live instruments (counters, histograms, configuration gauges), updated by the runner and
   the service as attempts and runs finish;
-* a snapshot of store-derived state (verdicts, pass ratios, last runs, echoed model names)
+* a `Snapshot` of store-derived state (verdicts, pass ratios, last runs, echoed model names)
   that `ProbeMetrics.refresh` rebuilds on a worker thread and a custom collector serves, so
   a scrape never touches the database.
+
+`ProbeMetrics.share` lets another process serve both: the instruments move to
+prometheus_client's multiprocess mmap files and every snapshot change is sent as an `Op`.
 
 `METRICS` describes every metric once; the instruments, the collector's families and the
 table in docs/metrics.md (``python -m aione_probe.metrics docs/metrics.md``) are built from it.
@@ -17,12 +20,13 @@ error text.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +38,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -41,6 +46,7 @@ from prometheus_client.registry import Collector
 from aione_probe.types import CheckResult, CheckValue, Observation, Usage
 
 PREFIX = "aione_probe_"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 RUN_STATUSES = ("ok", "failed", "partial", "skipped")
 # A run that produced results counts as a success for staleness: "partial" means some
@@ -174,11 +180,110 @@ Labels = tuple[str, ...]
 Samples = dict[str, dict[Labels, float]]
 
 
+Op = tuple[str, tuple[Any, ...]]
+"""One change to a `Snapshot`: an operation name and its arguments (picklable)."""
+Sink = Callable[[Op], None]
+
+
 @dataclass
 class _RunState:
     status: str
     at: float
     success_at: float | None = None
+
+
+class Snapshot:
+    """State behind the cached families: last runs, echoed model names, verdicts.
+
+    Every change is an `Op` applied with `apply`, so a server in another process keeps an
+    identical copy by applying the same operations, sent to it as they happen.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[Labels, _RunState] = {}
+        self._response_models: dict[Labels, OrderedDict[str, None]] = {}
+        self._verdicts: Samples = {}
+        self._refreshed_at: float | None = None
+
+    def apply(self, op: Op) -> bool:
+        """Apply one operation; False when it changed nothing.
+
+        Operations: ``run`` (labels, status, at) from a finished run, ``model`` (target,
+        name) for an echoed model name, ``load`` (verdicts, runs, at) from a refresh and
+        ``restore`` (a `dump`).
+
+        Raises:
+            ValueError: an unknown operation.
+        """
+        name, args = op
+        with self._lock:
+            if name == "run":
+                self._merge_run(*args, force=True)
+            elif name == "model":
+                return self._remember_model(*args)
+            elif name == "load":
+                verdicts, runs, self._refreshed_at = args
+                self._verdicts = verdicts
+                for key, status, at in runs:
+                    self._merge_run(key, status, at, force=False)
+            elif name == "restore":
+                runs, models, self._verdicts, self._refreshed_at = args
+                self._runs = {k: _RunState(*v) for k, v in runs.items()}
+                self._response_models = {k: OrderedDict.fromkeys(v) for k, v in models.items()}
+            else:
+                raise ValueError(f"unknown snapshot operation {name!r}")
+        return True
+
+    def dump(self) -> Op:
+        """The ``restore`` operation that copies this state."""
+        with self._lock:
+            runs = {k: (v.status, v.at, v.success_at) for k, v in self._runs.items()}
+            models = {k: list(v) for k, v in self._response_models.items()}
+            return ("restore", (runs, models, self._verdicts, self._refreshed_at))
+
+    def samples(self) -> Samples:
+        """Every cached family's samples, copied under the lock."""
+        with self._lock:
+            out: Samples = {name: dict(samples) for name, samples in self._verdicts.items()}
+            runs = {k: _RunState(v.status, v.at, v.success_at) for k, v in self._runs.items()}
+            models = {k: list(v) for k, v in self._response_models.items()}
+            refreshed = self._refreshed_at
+        last_run = out.setdefault(PREFIX + "last_run_timestamp_seconds", {})
+        last_ok = out.setdefault(PREFIX + "last_success_timestamp_seconds", {})
+        status = out.setdefault(PREFIX + "last_run_status", {})
+        for key, state in runs.items():
+            last_run[key] = state.at
+            if state.success_at is not None:
+                last_ok[key] = state.success_at
+            for s in RUN_STATUSES:
+                status[(*key, s)] = 1.0 if s == state.status else 0.0
+        info = out.setdefault(PREFIX + "response_model_info", {})
+        for (g, m), names in models.items():
+            for name in names:
+                info[(g, m, name)] = 1.0
+        if refreshed is not None:
+            out[PREFIX + "last_refresh_timestamp_seconds"] = {(): refreshed}
+        return out
+
+    def _merge_run(self, key: Labels, status: str, at: float, *, force: bool) -> None:
+        state = self._runs.get(key)
+        if state is None:
+            state = self._runs[key] = _RunState(status, at)
+        elif force or at >= state.at:
+            state.status, state.at = status, at
+        if status in SUCCESS_STATUSES and (state.success_at is None or at > state.success_at):
+            state.success_at = at
+
+    def _remember_model(self, target: Labels, value: str) -> bool:
+        seen = self._response_models.setdefault(target, OrderedDict())
+        if next(reversed(seen), None) == value:
+            return False
+        seen[value] = None
+        seen.move_to_end(value)
+        while len(seen) > RESPONSE_MODELS_PER_TARGET:
+            seen.popitem(last=False)
+        return True
 
 
 class ProbeMetrics:
@@ -194,24 +299,65 @@ class ProbeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._lock = threading.Lock()
-        self._runs: dict[Labels, _RunState] = {}
-        self._response_models: dict[Labels, OrderedDict[str, None]] = {}
-        self._verdicts: Samples = {}
-        self._refreshed_at: float | None = None
-        self._live: dict[str, Any] = {}
-        for spec in METRICS:
-            if not spec.store:
-                self._live[spec.name] = _instrument(spec, self.registry)
-        self.registry.register(_SnapshotCollector(self))
+        self.snapshot = Snapshot()
+        self._sink: Sink | None = None
+        self._capped: set[str] = set()
+        self._build: Labels | None = None
+        self._live = _instruments(self.registry)
+        self.registry.register(SnapshotCollector(self.snapshot))
         self._live[PREFIX + "start_timestamp_seconds"].set(time.time())
+
+    # ----------------------------------------------------------------- serving elsewhere
+    def share(self, directory: Path, sink: Sink) -> None:
+        """Let another process serve these metrics (see `server.MetricsProcess`).
+
+        The live instruments keep their values in mmap files in `directory`, and every change
+        to the cached state goes to `sink`, starting with a copy of the current state.
+        Process-wide: prometheus_client has one value store per process, so every instrument
+        created from now on, by any `ProbeMetrics`, writes to `directory` until `unshare`.
+        The configuration gauges set so far are carried over. Series cannot be removed from
+        the files: a version or spend cap changed after sharing would leave its old series
+        (neither changes while the service runs).
+
+        Raises:
+            RuntimeError: attempts or runs were recorded already (they are not carried over).
+        """
+        old = self._live
+        if any(_has_samples(old[s.name]) for s in METRICS if s.type in ("counter", "histogram")):
+            raise RuntimeError("share the metrics before any attempt or run is recorded")
+        os.environ[MULTIPROC_ENV] = str(directory)
+        values.ValueClass = values.MultiProcessValue()
+        for instrument in old.values():
+            self.registry.unregister(instrument)
+        self._live = _instruments(self.registry)
+        for name, instrument in old.items():
+            if _BY_NAME[name].type in ("gauge", "info"):
+                for family in instrument.collect():
+                    for s in family.samples:
+                        gauge = self._live[name]
+                        (gauge.labels(**s.labels) if s.labels else gauge).set(s.value)
+        self._sink = sink
+        sink(self.snapshot.dump())
+
+    def unshare(self) -> None:
+        """Stop sending changes; instruments created from now on keep values in memory again."""
+        self._sink = None
+        values.ValueClass = values.MutexValue
+        os.environ.pop(MULTIPROC_ENV, None)
+
+    def _update(self, op: Op) -> None:
+        if self.snapshot.apply(op) and self._sink is not None:
+            self._sink(op)
 
     # ----------------------------------------------------------------- configuration
     def set_build_info(self, version: str) -> None:
         """Export the running version (build_info = 1)."""
+        labels = (version, platform.python_version())
         info = self._live[PREFIX + "build_info"]
-        info.clear()
-        info.labels(version, platform.python_version()).set(1)
+        if self._build not in (None, labels):
+            info.remove(*self._build)
+        self._build = labels
+        info.labels(*labels).set(1)
 
     def set_suite_config(self, gateway: str, model: str, suite: str, interval_s: float) -> None:
         """Export the configured interval of a scheduled (gateway, model, suite) job."""
@@ -221,10 +367,12 @@ class ProbeMetrics:
         """Export today's spend on a gateway and its daily cap (None removes the cap series)."""
         self._live[PREFIX + "spend_today"].labels(gateway).set(spent_today)
         caps = self._live[PREFIX + "spend_daily_cap"]
-        if cap is None:
-            caps.remove(gateway)
-        else:
+        if cap is not None:
+            self._capped.add(gateway)
             caps.labels(gateway).set(cap)
+        elif gateway in self._capped:
+            self._capped.discard(gateway)
+            caps.remove(gateway)
 
     # ----------------------------------------------------------------- live updates
     def observe(self, obs: Observation, *, suite: str, cost: float | None) -> None:
@@ -243,7 +391,7 @@ class ProbeMetrics:
         if obs.ok:
             self._observe_timings(obs, suite, stream)
             if obs.response_model:
-                self._remember_response_model(g, m, obs.response_model)
+                self._update(("model", ((g, m), _bounded(obs.response_model))))
         else:
             live[PREFIX + "errors_total"].labels(g, m, suite, stream, obs.failure.value).inc()
         for kind, value in _token_counts(obs.usage):
@@ -270,8 +418,7 @@ class ProbeMetrics:
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}; expected one of {RUN_STATUSES}")
         self._live[PREFIX + "suite_runs_total"].labels(gateway, model, suite, status).inc()
-        with self._lock:
-            self._merge_run((gateway, model, suite), status, _unix(at), force=True)
+        self._update(("run", ((gateway, model, suite), status, _unix(at))))
 
     # ----------------------------------------------------------------- store snapshot
     def refresh(self, store: Any) -> None:
@@ -281,33 +428,12 @@ class ProbeMetrics:
         replaces the old one in one step; scrapes only ever read memory.
         """
         verdicts = _verdict_samples(store.latest_verdicts())
-        runs = list(store.last_runs())
-        with self._lock:
-            self._verdicts = verdicts
-            for row in runs:
-                when = row.finished_at or row.started_at
-                if row.status in RUN_STATUSES and when is not None:
-                    key = (row.gateway, row.model, row.suite or "")
-                    self._merge_run(key, row.status, _unix(when), force=False)
-            self._refreshed_at = time.time()
-
-    def _merge_run(self, key: Labels, status: str, at: float, *, force: bool) -> None:
-        state = self._runs.get(key)
-        if state is None:
-            state = self._runs[key] = _RunState(status, at)
-        elif force or at >= state.at:
-            state.status, state.at = status, at
-        if status in SUCCESS_STATUSES and (state.success_at is None or at > state.success_at):
-            state.success_at = at
-
-    def _remember_response_model(self, gateway: str, model: str, echoed: str) -> None:
-        value = _bounded(echoed)
-        with self._lock:
-            seen = self._response_models.setdefault((gateway, model), OrderedDict())
-            seen[value] = None
-            seen.move_to_end(value)
-            while len(seen) > RESPONSE_MODELS_PER_TARGET:
-                seen.popitem(last=False)
+        runs = []
+        for row in store.last_runs():
+            when = row.finished_at or row.started_at
+            if row.status in RUN_STATUSES and when is not None:
+                runs.append(((row.gateway, row.model, row.suite or ""), row.status, _unix(when)))
+        self._update(("load", (verdicts, runs, time.time())))
 
     def _observe_timings(self, obs: Observation, suite: str, stream: str) -> None:
         g, m = obs.gateway, obs.model
@@ -330,36 +456,12 @@ class ProbeMetrics:
             if value is not None and _valid(value):
                 live[PREFIX + name].labels(*labels).observe(value)
 
-    def _snapshot(self) -> Samples:
-        """Every cached family's samples, copied under the lock."""
-        with self._lock:
-            out: Samples = {name: dict(samples) for name, samples in self._verdicts.items()}
-            runs = {k: _RunState(v.status, v.at, v.success_at) for k, v in self._runs.items()}
-            models = {k: list(v) for k, v in self._response_models.items()}
-            refreshed = self._refreshed_at
-        last_run = out.setdefault(PREFIX + "last_run_timestamp_seconds", {})
-        last_ok = out.setdefault(PREFIX + "last_success_timestamp_seconds", {})
-        status = out.setdefault(PREFIX + "last_run_status", {})
-        for key, state in runs.items():
-            last_run[key] = state.at
-            if state.success_at is not None:
-                last_ok[key] = state.success_at
-            for s in RUN_STATUSES:
-                status[(*key, s)] = 1.0 if s == state.status else 0.0
-        info = out.setdefault(PREFIX + "response_model_info", {})
-        for (g, m), names in models.items():
-            for name in names:
-                info[(g, m, name)] = 1.0
-        if refreshed is not None:
-            out[PREFIX + "last_refresh_timestamp_seconds"] = {(): refreshed}
-        return out
 
+class SnapshotCollector(Collector):
+    """Serves the cached families of a `Snapshot`; builds fresh families on every scrape."""
 
-class _SnapshotCollector(Collector):
-    """Serves the cached families; builds fresh metric families on every scrape."""
-
-    def __init__(self, metrics: ProbeMetrics) -> None:
-        self._metrics = metrics
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         for spec in METRICS:
@@ -367,22 +469,33 @@ class _SnapshotCollector(Collector):
                 yield GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        snapshot = self._metrics._snapshot()
+        samples = self._snapshot.samples()
         for spec in METRICS:
             if spec.store:
                 family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
-                for labels, value in sorted(snapshot.get(spec.name, {}).items()):
+                for labels, value in sorted(samples.get(spec.name, {}).items()):
                     family.add_metric(list(labels), value)
                 yield family
 
 
 # --------------------------------------------------------------------- helpers
+def _instruments(registry: CollectorRegistry) -> dict[str, Any]:
+    return {s.name: _instrument(s, registry) for s in METRICS if not s.store}
+
+
 def _instrument(spec: MetricSpec, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
     if spec.type == "counter":
         return Counter(spec.name, spec.help, spec.labels, registry=registry)
     if spec.type == "histogram":
         return Histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
-    return Gauge(spec.name, spec.help, spec.labels, registry=registry)
+    # One process writes each gauge; "mostrecent" serves its last value without a pid label.
+    return Gauge(
+        spec.name, spec.help, spec.labels, registry=registry, multiprocess_mode="mostrecent"
+    )
+
+
+def _has_samples(instrument: Counter | Gauge | Histogram) -> bool:
+    return any(family.samples for family in instrument.collect())
 
 
 def _token_counts(usage: Usage) -> list[tuple[str, int | None]]:

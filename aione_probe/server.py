@@ -1,29 +1,138 @@
 """The service's HTTP endpoint: ``/metrics``, ``/healthz`` and the latest report.
 
-It runs in its own thread with the standard library's threading HTTP server, so a
-scrape never runs on the event loop that times probes; the metrics it serves are
-in-memory values (store-derived gauges are refreshed elsewhere on a timer). Rendering
-still holds the GIL that the loop's thread needs, so it yields it between metric
-families, and scrapes within `METRICS_MIN_INTERVAL_S` of each other share one rendering.
+`MetricsProcess` runs it in a child process, so a scrape never competes for the GIL with
+the event loop that times probes: the child reads the live instruments from
+prometheus_client's multiprocess mmap files and keeps its own copy of the cached state and
+of the health body, sent to it as pickled messages on its stdin. Inside the child,
+`MetricsServer` serves a registry from a thread with the standard library's threading HTTP
+server; rendering yields the GIL between metric families (the child's message reader needs
+it too) and scrapes within `METRICS_MIN_INTERVAL_S` of each other share one rendering.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import mimetypes
+import os
+import pickle
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from aione_probe.metrics import Op, ProbeMetrics, Snapshot, SnapshotCollector
+
+log = logging.getLogger(__name__)
 
 HealthFn = Callable[[], dict[str, Any]]
 METRICS_MIN_INTERVAL_S = 1.0
 """Scrapes within this many seconds of a render get the same body."""
+STOP_TIMEOUT_S = 10.0
+"""How long `MetricsProcess.stop` waits for the child to exit before killing it."""
+
+
+class MetricsProcess:
+    """Serve `metrics`, health and reports from a child process.
+
+    `start` shares `metrics` (`ProbeMetrics.share`) through a fresh temporary directory; a
+    sender thread pickles messages to the child's stdin, so publishing never blocks the
+    caller. The child exits when that pipe closes, on `stop` or when this process dies, and
+    removes the directory.
+
+    Example:
+        >>> server = MetricsProcess("127.0.0.1", 0, metrics, Path("reports"))
+        >>> server.start(); server.publish_health({"status": "ok"}); server.url
+        'http://127.0.0.1:54321'
+    """
+
+    def __init__(self, host: str, port: int, metrics: ProbeMetrics, reports_dir: Path) -> None:
+        self._address = (host, port)
+        self._metrics = metrics
+        self._reports_dir = reports_dir
+        self._messages: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: Path | None = None
+        self._sender: threading.Thread | None = None
+        self.url = ""
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, once started."""
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Share the metrics, start the child and wait until it listens.
+
+        Raises:
+            RuntimeError: the child exited before listening (e.g. the port is taken).
+        """
+        self._dir = Path(tempfile.mkdtemp(prefix="aione-probe-metrics-"))
+        try:
+            self._metrics.share(self._dir, self._messages.put)
+            host, port = self._address
+            cmd = [sys.executable, "-m", "aione_probe.server", host, str(port), str(self._dir),
+                   str(self._reports_dir)]  # fmt: skip
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            self.url = self._proc.stdout.readline().decode().strip()
+            if not self.url:
+                raise RuntimeError(f"the metrics server exited ({self._proc.wait()}) at start")
+        except BaseException:
+            self.stop()
+            raise
+        self._sender = threading.Thread(
+            target=self._send, args=(self._proc.stdin,), name="aione-metrics-pipe", daemon=True
+        )
+        self._sender.start()
+
+    def publish_health(self, body: dict[str, Any]) -> None:
+        """Replace the /healthz body the child serves."""
+        self._messages.put(("health", (body,)))
+
+    def stop(self) -> None:
+        """Close the pipe, wait for the child to exit and remove the shared directory."""
+        self._messages.put(None)
+        if self._sender is not None:
+            self._sender.join(STOP_TIMEOUT_S)
+        if self._proc is not None:
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+            try:
+                self._proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.warning("the metrics server did not exit in %.0fs; killing it", STOP_TIMEOUT_S)
+                self._proc.kill()
+                self._proc.wait()
+        self._metrics.unshare()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _send(self, pipe: IO[bytes]) -> None:
+        try:
+            while (message := self._messages.get()) is not None:
+                pickle.dump(message, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                pipe.flush()
+        except OSError as exc:
+            log.error("the metrics server process is gone (%s); /metrics is down", exc)
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 class MetricsServer:
@@ -154,3 +263,40 @@ def _make_handler(
             pass
 
     return Handler
+
+
+def serve_child(host: str, port: int, directory: Path, reports_dir: Path) -> None:
+    """The child process of `MetricsProcess`: serve until stdin closes, then remove `directory`.
+
+    It ignores SIGINT and SIGTERM (a Ctrl-C or a stop signal reaches the whole process
+    group): the parent drains its runs while /metrics stays up, then closes the pipe.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    # Rendering is CPU-bound; when cores are scarce the probe process should win them.
+    os.nice(10)
+    snapshot = Snapshot()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    registry.register(SnapshotCollector(snapshot))
+    health: list[dict[str, Any]] = [{"status": "starting"}]
+    server = MetricsServer(host, port, registry, lambda: health[0], reports_dir)
+    server.start()
+    sys.stdout.write(server.url + "\n")
+    sys.stdout.flush()
+    try:
+        while True:
+            op: Op = pickle.load(sys.stdin.buffer)
+            if op[0] == "health":
+                health[0] = op[1][0]
+            else:
+                snapshot.apply(op)
+    except (EOFError, pickle.UnpicklingError):  # closed, or cut short by the parent's death
+        pass
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    serve_child(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))

@@ -36,7 +36,7 @@ from aione_probe.reconcile import reconcile_gateway
 from aione_probe.report import build_report_data, render_report
 from aione_probe.runner import RunSummary, Target, run_suite
 from aione_probe.scheduler import ProbeScheduler
-from aione_probe.server import MetricsServer
+from aione_probe.server import MetricsProcess
 from aione_probe.store import Store
 from aione_probe.suites import Suite, load_suite
 from aione_probe.types import utcnow
@@ -44,6 +44,8 @@ from aione_probe.types import utcnow
 log = logging.getLogger(__name__)
 
 TransportFactory = Callable[[GatewayConfig], httpx.AsyncBaseTransport | None]
+HEALTH_INTERVAL_S = 1.0
+"""How often the service sends its /healthz body to the server process."""
 
 
 def load_suites(cfg: Config) -> dict[str, Suite]:
@@ -288,11 +290,10 @@ class Service:
         on_ready: Callable[[str], None] | None = None,
     ) -> None:
         """Schedule every job and serve HTTP until `stop` is set, then drain and return."""
-        server = MetricsServer(
+        server = MetricsProcess(
             self.cfg.server.host,
             self.cfg.server.port,
-            self.metrics.registry,
-            self.health,
+            self.metrics,
             self.cfg.resolve(self.cfg.reports.dir),
         )
         by_key = {(j.suite.job_name, j.target.gateway, j.target.model): j for j in self.plan()}
@@ -311,17 +312,19 @@ class Service:
         async def skipped(sc: SuiteConfig, gateway: str, model: str, reason: str) -> None:
             await self._skip(by_key[(sc.job_name, gateway, model)], reason)
 
+        # Started before the scheduler: the instruments must be shared before any attempt.
+        server.start()
         scheduler = ProbeScheduler(fire, skipped)
         for job in by_key.values():
             scheduler.add(job.suite, job.target.gateway, job.target.model)
         scheduler.start()
         self._scheduler = scheduler
-        # The /metrics thread shares the GIL with the loop that times probes: a shorter
-        # switch interval bounds how long a scrape can hold it, and freezing the objects
-        # built at start-up keeps the collector's full passes short (bench/outputs.py).
+        heartbeat = asyncio.create_task(self._publish_health(server))
+        # The store's worker thread (analysis, report rendering) shares the GIL with the loop
+        # that times probes: a shorter switch interval bounds how long it can hold it, and
+        # freezing the objects built at start-up keeps the collector's full passes short.
         sys.setswitchinterval(0.001)
         gc.freeze()
-        server.start()
         if on_ready is not None:
             on_ready(server.url)
         log.info("serving on %s with %d jobs", server.url, len(scheduler.job_ids))
@@ -342,8 +345,15 @@ class Service:
             n = await self.astore.call(Store.mark_interrupted_runs, "interrupted by shutdown")
             if n:
                 log.warning("marked %d run(s) interrupted by shutdown", n)
+            heartbeat.cancel()
             server.stop()
             self._scheduler = None
+
+    async def _publish_health(self, server: MetricsProcess) -> None:
+        """Send the /healthz body to the server process every `HEALTH_INTERVAL_S`."""
+        while True:
+            server.publish_health(self.health())
+            await asyncio.sleep(HEALTH_INTERVAL_S)
 
     async def _drain(self, grace_s: float) -> None:
         """Let runs in progress finish within the grace period, then cancel them.

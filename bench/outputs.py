@@ -8,16 +8,20 @@ Not a test. Prints one table:
   in a new `Store`, so a fresh connection; the OS page cache is not dropped) and warm
   (best of the next runs);
 * /metrics: a `ProbeMetrics` refreshed from the store (`refresh`) and fed the last day of
-  observations and check results (thousands of series) is served by `MetricsServer`.
-  An asyncio loop on the main thread sleeps 1 ms in a loop and records the overshoot of
-  every sleep (loop lag), first with no scrapes, then while another process scrapes
-  /metrics (``--scrapes``, ``--scrape-gap`` apart). The difference is what scrapes cost
-  the probe loop. ``--gc-freeze`` and ``--switch-interval`` show the effect of those two
-  interpreter settings (the service sets neither).
+  observations and check results (thousands of series) is served either by
+  `MetricsServer` on a thread of this process (``thread``: how the service used to serve)
+  or by `MetricsProcess` from a child process (``process``: how the service serves now);
+  ``--server`` picks one or both. An asyncio loop on the main thread sleeps 1 ms in a loop
+  and records the overshoot of every sleep (loop lag), first with no scrapes, then while
+  another process scrapes /metrics (``--scrapes``, ``--scrape-gap`` apart). The difference
+  is what scrapes cost the probe loop. For ``process``, the table also shows what a
+  refresh costs this process to send (one pickled message). ``--gc-freeze`` and
+  ``--switch-interval`` show the effect of those two interpreter settings.
 
     python bench/outputs.py                          # about 4-5 minutes on 2 cores
     python bench/outputs.py --observations 100000    # quicker
     python bench/outputs.py --db /tmp/bench.db       # reuse (or create) this store
+    python bench/outputs.py --server process         # only the child-process server
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import argparse
 import asyncio
 import gc
 import json
+import pickle
 import statistics
 import subprocess
 import sys
@@ -45,7 +50,7 @@ from sqlalchemy import func, select
 
 from aione_probe.metrics import ProbeMetrics
 from aione_probe.report import build_report_data, render_report
-from aione_probe.server import MetricsServer
+from aione_probe.server import MetricsProcess, MetricsServer
 from aione_probe.store import ObservationRow, Store, to_check_result, to_observation
 
 SCRAPER = """
@@ -95,31 +100,10 @@ def _report_times(store_url: str, runs: int) -> list[tuple[float, float]]:
     return out
 
 
-class _SuiteLabelled:
-    """The store as `ProbeMetrics.refresh` reads it, with a NULL verdict suite as ``""``.
-
-    Authenticity verdicts span suites (suite NULL); `metrics._verdict_samples` passes that
-    None on as a label value, which makes every scrape fail, so the bench hands it ``""``.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def latest_verdicts(self, kind: str | None = None) -> list[Any]:
-        rows = self._store.latest_verdicts(kind)
-        for row in rows:
-            row.suite = row.suite or ""  # detached snapshots: the database is not touched
-        return rows
-
-    def last_runs(self) -> list[Any]:
-        return self._store.last_runs()
-
-
-def _populate_metrics(store: Store) -> ProbeMetrics:
+def _populate_metrics(store: Store, metrics: ProbeMetrics) -> None:
     """Refresh from the store, then replay the last day of attempts and checks."""
-    metrics = ProbeMetrics()
     metrics.set_build_info("bench")
-    metrics.refresh(_SuiteLabelled(store))
+    metrics.refresh(store)
     _, until = _period(store)
     since = until - timedelta(days=1)
     suites: set[tuple[str, str, str]] = set()
@@ -135,7 +119,6 @@ def _populate_metrics(store: Store) -> ProbeMetrics:
         metrics.set_suite_config(gateway, model, suite, 3600.0)
     for gateway in {g for g, _, _ in suites}:
         metrics.set_spend(gateway, 1.0, 10.0)
-    return metrics
 
 
 async def _lag(seconds: float | None, until_done: subprocess.Popen[str] | None) -> list[float]:
@@ -151,26 +134,75 @@ async def _lag(seconds: float | None, until_done: subprocess.Popen[str] | None) 
     return lags
 
 
-def _scrape_lag(metrics: ProbeMetrics, scrapes: int, gap: float) -> dict[str, Any]:
-    server = MetricsServer("127.0.0.1", 0, metrics.registry, lambda: {"status": "ok"}, Path("."))
-    server.start()
-    try:
-        url = f"{server.url}/metrics"
-        quiet = asyncio.run(_lag(5.0, None))
-        proc = subprocess.Popen(
-            [sys.executable, "-c", SCRAPER, url, str(scrapes), str(gap)],
-            stdout=subprocess.PIPE,
-            text=True,
+def _scrape_lag(url: str, scrapes: int, gap: float) -> dict[str, Any]:
+    quiet = asyncio.run(_lag(5.0, None))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRAPER, f"{url}/metrics", str(scrapes), str(gap)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    busy = asyncio.run(_lag(None, proc))
+    out, _ = proc.communicate()
+    scraped = json.loads(out)
+    return {"quiet": quiet, "busy": busy, "scrape": scraped["times"], "bytes": scraped["bytes"]}
+
+
+def _measure(url: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Populate a `ProbeMetrics` from the store, serve it the `mode` way, time the loop."""
+    metrics = ProbeMetrics()
+    server: MetricsServer | MetricsProcess
+    if mode == "thread":
+        server = MetricsServer(
+            "127.0.0.1", 0, metrics.registry, lambda: {"status": "ok"}, Path(".")
         )
-        busy = asyncio.run(_lag(None, proc))
-        out, _ = proc.communicate()
+    else:
+        server = MetricsProcess("127.0.0.1", 0, metrics, Path("."))
+    server.start()  # MetricsProcess shares the instruments: before any attempt is recorded
+    try:
+        with Store(url) as store:
+            _populate_metrics(store, metrics)
+        if args.gc_freeze:
+            gc.collect()
+            gc.freeze()
+        out = _scrape_lag(server.url, args.scrapes, args.scrape_gap)
     finally:
         server.stop()
-    scraped = json.loads(out)
+        gc.unfreeze()
     body = generate_latest(metrics.registry).decode()
-    series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
-    return {"quiet": quiet, "busy": busy, "scrape": scraped["times"], "bytes": scraped["bytes"],
-            "series": series}  # fmt: skip
+    out["series"] = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
+    if mode == "process":
+        message = metrics.snapshot.dump()
+        t0 = time.perf_counter()
+        out["message"] = (len(pickle.dumps(message, pickle.HIGHEST_PROTOCOL)),
+                          time.perf_counter() - t0)  # fmt: skip
+    return out
+
+
+def _lag_rows(mode: str, lag: dict[str, Any]) -> list[tuple[str, str]]:
+    scrape = lag["scrape"]
+    rows = [
+        (
+            f"/metrics exposition ({mode})",
+            f"{lag['series']:,} series, {lag['bytes'] / 1e3:,.0f} kB",
+        ),
+        (
+            f"/metrics scrape ({mode}, {len(scrape)}x)",
+            f"p50 {_ms(statistics.median(scrape))}, max {_ms(max(scrape))}",
+        ),
+    ]
+    for name, values in (("no scrapes", lag["quiet"]), ("scraping", lag["busy"])):
+        rows.append(
+            (
+                f"loop lag, {name} ({mode})",
+                f"p50 {_ms(statistics.median(values))}, p99 {_ms(_quantile(values, 0.99))}, "
+                f"max {_ms(max(values))}, {sum(v > 0.002 for v in values)} of "
+                f"{len(values):,} ticks over 2 ms",
+            )
+        )
+    if "message" in lag:
+        size, seconds = lag["message"]
+        rows.append(("cached state, pickled", f"{size / 1e3:,.0f} kB in {_ms(seconds)}"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scrapes", type=int, default=200)
     parser.add_argument("--report-runs", type=int, default=3)
     parser.add_argument("--scrape-gap", type=float, default=0.05, help="seconds between scrapes")
+    parser.add_argument("--server", choices=("thread", "process", "both"), default="both")
     parser.add_argument(
         "--gc-freeze", action="store_true", help="gc.freeze() before measuring the lag"
     )
@@ -221,34 +254,12 @@ def main(argv: list[str] | None = None) -> None:
                      f"render {cold_r:.2f})"))  # fmt: skip
         rows.append(("report 30 d, warm", f"{sum(warm):.2f} s (build {warm[0]:.2f} + "
                      f"render {warm[1]:.2f})"))  # fmt: skip
-        print("populating metrics and measuring loop lag", file=sys.stderr)
-        with Store(url) as store:
-            metrics = _populate_metrics(store)
         if args.switch_interval:
             sys.setswitchinterval(args.switch_interval)
-        if args.gc_freeze:
-            gc.collect()
-            gc.freeze()
-        lag = _scrape_lag(metrics, args.scrapes, args.scrape_gap)
-    rows.append(("/metrics exposition", f"{lag['series']:,} series, {lag['bytes'] / 1e3:,.0f} kB"))
-    scrape = lag["scrape"]
-    rows.append(
-        (
-            f"/metrics scrape ({len(scrape)}x)",
-            f"p50 {_ms(statistics.median(scrape))}, max {_ms(max(scrape))}",
-        )
-    )
-    for name, values in (
-        ("loop lag, no scrapes", lag["quiet"]),
-        ("loop lag, scraping", lag["busy"]),
-    ):
-        rows.append(
-            (
-                name,
-                f"p50 {_ms(statistics.median(values))}, p99 {_ms(_quantile(values, 0.99))}, "
-                f"max {_ms(max(values))} ({len(values):,} ticks)",
-            )
-        )
+        modes = ("thread", "process") if args.server == "both" else (args.server,)
+        for mode in modes:
+            print(f"populating metrics and measuring loop lag ({mode})", file=sys.stderr)
+            rows += _lag_rows(mode, _measure(url, mode, args))
     width = max(len(k) for k, _ in rows)
     print(f"{'measure':<{width}}  value")
     for key, value in rows:

@@ -1,4 +1,4 @@
-"""ProbeMetrics: sample values on a fresh registry, label bounds, cached gauges, docs."""
+"""ProbeMetrics: sample values on a fresh registry, label bounds, cached gauges, sharing, docs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from aione_probe import metrics as metrics_mod
 from aione_probe.errors import FailureKind
-from aione_probe.metrics import RESPONSE_MODELS_PER_TARGET, ProbeMetrics
+from aione_probe.metrics import RESPONSE_MODELS_PER_TARGET, Op, ProbeMetrics, Snapshot
 from aione_probe.types import CheckResult, CheckValue, Observation, Usage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -360,3 +360,38 @@ def test_refresh_accepts_verdicts_without_a_suite() -> None:
         'aione_probe_authenticity_verdict{gateway="gw",model="m",suite="",verdict="authentic"} 1.0'
         in text
     )
+
+
+def test_snapshot_dump_restores_an_identical_copy() -> None:
+    pm = populated()
+    copy = Snapshot()
+    copy.apply(pm.snapshot.dump())
+    assert copy.samples() == pm.snapshot.samples()
+    with pytest.raises(ValueError, match="unknown snapshot operation"):
+        copy.apply(("drop", ()))
+
+
+def test_shared_metrics_write_files_and_send_each_state_change_once(tmp_path: Path) -> None:
+    pm = ProbeMetrics(CollectorRegistry())
+    pm.set_suite_config("aione", "gpt-x", "smoke", 60.0)
+    sent: list[Op] = []
+    pm.share(tmp_path, sent.append)
+    try:
+        for _ in range(3):  # the same echoed model: one change
+            pm.observe(streamed(), suite="smoke", cost=0.5)
+        pm.run_finished("aione", "gpt-x", "smoke", "ok", datetime.now(UTC))
+        pm.refresh(FakeStore(verdicts=[Row("drift", "regressed")]))
+    finally:
+        pm.unshare()
+    assert [name for name, _ in sent] == ["restore", "model", "run", "load"]
+    copy = Snapshot()
+    for op in sent:
+        copy.apply(op)
+    assert copy.samples() == pm.snapshot.samples()
+    assert {p.name.split("_")[0] for p in tmp_path.glob("*.db")} == {
+        "counter",
+        "gauge",
+        "histogram",
+    }
+    assert val(pm, "aione_probe_suite_interval_seconds", R) == 60  # carried over
+    assert val(pm, "aione_probe_cost_total", T) == 1.5
