@@ -34,6 +34,8 @@ from aione_probe.types import utcnow
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
+log = logging.getLogger("aione_probe")
+
 # A pipe or a log file gets wide lines rather than a table folded at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
@@ -299,18 +301,44 @@ async def _serve_async(
     analysis_interval_s: float = 300.0,
     announce: Callable[[str], None] | None = None,
 ) -> int:
-    service = Service(cfg)
-    stop = asyncio.Event()
+    """Serve until SIGTERM/SIGINT. SIGHUP reloads the config file: a valid new config
+    restarts the service inside the process (runs in progress drain first; counters restart
+    from zero as after any restart); an invalid one is logged and the last good config keeps
+    running untouched."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await service.start()
-        await service.serve(stop, analysis_interval_s=analysis_interval_s, on_ready=announce)
-        await service.analyse_and_report()
-    finally:
-        await service.aclose()
-    return EXIT_OK
+    while True:
+        service = Service(cfg)
+        stop = asyncio.Event()
+        pending: list[Config] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _reloader(cfg.path, pending, stop))
+        try:
+            await service.start()
+            await service.serve(stop, analysis_interval_s=analysis_interval_s, on_ready=announce)
+            await service.analyse_and_report()
+        finally:
+            await service.aclose()
+        if not pending:
+            return EXIT_OK
+        cfg = pending[-1]
+
+
+def _reloader(path: Path, pending: list[Config], stop: asyncio.Event) -> Callable[[], None]:
+    """The SIGHUP handler: validate the file now; only a good config stops the service."""
+
+    def reload() -> None:
+        try:
+            new = load_config(path)
+            load_suites(new)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the last good config: %s", exc)
+            return
+        log.info("reloading %s", path)
+        pending.append(new)
+        stop.set()
+
+    return reload
 
 
 def _models(args: argparse.Namespace) -> int:

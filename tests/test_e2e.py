@@ -284,3 +284,49 @@ def test_run_reconciles_with_the_gateway_dashboard(
     store = Store(f"sqlite:///{tmp_path / 'probe.db'}")
     overall = [v for v in store.latest_verdicts("reconcile") if v.model == "*"]
     assert [v.verdict for v in overall] == ["consistent"], overall[0].details
+
+
+def test_sighup_reload_keeps_last_good_config_and_applies_a_good_one(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    cfg = _config(tmp_path, sim.base_url, suites=SMOKE, models='["sim-large"]')
+    good = cfg.read_text()
+    listen = next(line.split('"')[1] for line in good.splitlines() if line.startswith("listen"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aione_probe", "serve", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+    def jobs(expect: int) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                body = httpx.get(f"http://{listen}/healthz", timeout=2).json()
+                if body.get("status") == "ok" and body.get("jobs") == expect:
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"service never reported {expect} jobs")
+
+    try:
+        jobs(1)
+        cfg.write_text(good.replace("[[suites]]", "[[suites]]\nbogus = 1", 1))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        jobs(1)  # the bad file was refused; the service kept running
+        cfg.write_text(
+            good.replace('models = ["sim-large"]', 'models = ["sim-large", "sim-small"]')
+        )
+        proc.send_signal(signal.SIGHUP)
+        jobs(2)  # restarted in-process with the new config
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output = proc.stdout.read().decode() if proc.stdout else ""
+    assert "reload failed, keeping the last good config" in output
+    assert "suites[0].bogus: unknown key" in output
