@@ -32,7 +32,7 @@ example list price (`PRICE_IN`, `PRICE_OUT`, USD per 1M tokens).
 
 Usage::
 
-    .venv/bin/python bench/authenticity.py            # 7 scenarios (not mix-sib-*), 200 audits
+    .venv/bin/python bench/authenticity.py            # all 10 scenarios, 200 audits
     .venv/bin/python bench/authenticity.py --audits 20 --scenarios null,mix-10 --budgets 5,300
 
 Audits are split over ``--workers`` client processes (default 2); the default run takes
@@ -76,45 +76,52 @@ REFERENCE = "ref"
 
 # Requests per probe at each budget; counts never shrink as the budget grows, so a
 # smaller budget is always a prefix (the first n samples of each probe) of a larger one.
+# Target and reference render from one seed, so the categorical test pairs answers by
+# rendered prompt, and only prompts answered at least twice by the reference inform it:
+# categorical samples go mostly to the probes with three paraphrases (number, colour,
+# animal, fruit), whose prompts repeat within a run; the probes that render a new prompt
+# per sample (coin, choose, complete) keep two samples each. From 20 requests on, all four
+# greedy probes run (two samples each give the exact-match test its smallest p-value per
+# request); larger budgets add greedy samples, whose mismatch rate grows linearly with the
+# substituted share, as the categorical test's does.
 _TOKENIZER = ("tok-cjk", "tok-emoji", "tok-digits", "tok-hex", "tok-words", "tok-unicode")
+_GREEDY = ("greedy-continue", "greedy-define", "greedy-primes", "greedy-title")
+_PARAPHRASED = ("cat-number", "cat-colour", "cat-animal", "cat-fruit")
+_PER_SAMPLE = ("cat-coin", "cat-choose", "cat-complete")
 ALLOCATION: dict[int, dict[str, int]] = {
     5: {"tok-base": 1, "tok-cjk": 1, "tok-emoji": 1, "tok-digits": 1, "tok-hex": 1},
     20: {
         "tok-base": 1,
         **dict.fromkeys(_TOKENIZER[:5], 1),
-        "greedy-continue": 2,
-        "greedy-define": 2,
-        **{"cat-number": 3, "cat-colour": 3, "cat-animal": 2, "cat-fruit": 2},
+        **dict.fromkeys(_GREEDY, 2),
+        **{"cat-number": 3, "cat-colour": 3},
     },
     50: {
         "tok-base": 2,
         **dict.fromkeys((*_TOKENIZER, "tok-code"), 2),
-        **dict.fromkeys(("greedy-continue", "greedy-define", "greedy-primes"), 2),
-        "greedy-title": 2,
+        **dict.fromkeys(_GREEDY, 2),
         **dict.fromkeys(("meta-stream", "meta-plain", "meta-tool"), 1),
         **dict.fromkeys(("id-model", "id-cutoff", "id-refusal"), 1),
         **{"cat-number": 4, "cat-colour": 4, "cat-animal": 3, "cat-fruit": 3},
-        **dict.fromkeys(("cat-coin", "cat-choose", "cat-complete"), 2),
+        **dict.fromkeys(_PER_SAMPLE, 2),
     },
     100: {
         "tok-base": 2,
         **dict.fromkeys((*_TOKENIZER, "tok-code"), 4),
-        **dict.fromkeys(("greedy-continue", "greedy-define", "greedy-primes", "greedy-title"), 2),
+        **dict.fromkeys(_GREEDY, 4),
         **dict.fromkeys(("meta-stream", "meta-plain", "meta-tool"), 1),
         **dict.fromkeys(("id-model", "id-cutoff", "id-refusal"), 1),
-        **dict.fromkeys(
-            ("cat-number", "cat-colour", "cat-animal", "cat-fruit", "cat-coin", "cat-choose"), 8
-        ),
-        "cat-complete": 8,
+        **{"cat-number": 11, "cat-colour": 11, "cat-animal": 10, "cat-fruit": 10},
+        **dict.fromkeys(_PER_SAMPLE, 2),
     },
     300: {
         "tok-base": 4,
-        **dict.fromkeys((*_TOKENIZER, "tok-code"), 16),
-        **dict.fromkeys(("greedy-continue", "greedy-define", "greedy-primes", "greedy-title"), 4),
+        **dict.fromkeys((*_TOKENIZER, "tok-code"), 8),
+        **dict.fromkeys(_GREEDY, 16),
         **dict.fromkeys(("meta-stream", "meta-plain", "meta-tool"), 2),
         **dict.fromkeys(("id-model", "id-cutoff", "id-refusal"), 2),
-        **{"cat-number": 24, "cat-colour": 24, "cat-animal": 22, "cat-fruit": 22},
-        **{"cat-coin": 22, "cat-choose": 21, "cat-complete": 21},
+        **{"cat-number": 40, "cat-colour": 40, "cat-animal": 39, "cat-fruit": 39},
+        **dict.fromkeys(_PER_SAMPLE, 2),
     },
 }
 
@@ -413,8 +420,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         type=lambda v: v.split(","),
-        default=[s for s in known if not s.startswith("mix-sib")],
-        help=f"comma-separated, from {','.join(known)} (default: all but mix-sib-*)",
+        default=list(known),
+        help=f"comma-separated, from {','.join(known)} (default: all)",
     )
     parser.add_argument("--seed", type=int, default=1, help="base seed of the audits")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")

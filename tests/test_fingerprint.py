@@ -41,6 +41,7 @@ from aione_probe.fingerprint.stats import (
     mismatch_share,
     mixture_share_modal,
     mmd_permutation_test,
+    reference_likelihood_test,
     stratified_g_test,
     tokenizer_delta_test,
     tokenizer_novelty_test,
@@ -108,6 +109,75 @@ def test_stratified_g_test_adds_strata() -> None:
     two = stratified_g_test([({"a": 60, "b": 40}, {"a": 40, "b": 60})] * 2)
     assert two.statistic == pytest.approx(2 * one.statistic)
     assert two.df == 2 and two.p_value < one.p_value
+
+
+def _prompt_strata(
+    rng: np.random.Generator,
+    dists: list[np.ndarray],
+    n: int,
+    alt: list[np.ndarray] | None = None,
+    share: float = 0.0,
+) -> list[tuple[dict[str, int], dict[str, int]]]:
+    """(target, reference) answer counts per prompt; a `share` of target answers from `alt`."""
+    out = []
+    for i, p in enumerate(dists):
+        k = rng.binomial(n, share) if alt is not None else 0
+        target = Counter(_counts(rng, p, n - k)) + Counter(_counts(rng, alt[i], k) if k else {})
+        out.append((dict(target), _counts(rng, p, n)))
+    return out
+
+
+@pytest.mark.parametrize(("prompts", "n"), [(6, 3), (4, 12)])
+def test_reference_likelihood_null_calibrated(prompts: int, n: int) -> None:
+    rng = np.random.default_rng(21)
+    reps = 300
+    for alpha in (0.05, 0.01):
+        rejections = 0
+        for _ in range(reps):
+            dists = [rng.dirichlet(np.full(len(CATS), 0.5)) for _ in range(prompts)]
+            strata = _prompt_strata(rng, dists, n)
+            res = reference_likelihood_test(strata, min_per_side=2, n_perm=199, rng=rng)
+            rejections += res.p_value <= alpha
+        assert rejections / reps <= _upper_bound(alpha, reps)
+
+
+def test_reference_likelihood_sees_per_prompt_differences_pooling_hides() -> None:
+    # Per prompt the target prefers the other answer; pooled over both prompts the two
+    # sides have the same distribution, so the per-probe G-test has no power.
+    rng = np.random.default_rng(22)
+    p, q = np.array([0.9, 0.1, 0, 0, 0, 0, 0, 0]), np.array([0.1, 0.9, 0, 0, 0, 0, 0, 0])
+    hits = pooled_hits = 0
+    for _ in range(50):
+        strata = [
+            (_counts(rng, q, 15), _counts(rng, p, 15)),
+            (_counts(rng, p, 15), _counts(rng, q, 15)),
+        ]
+        hits += reference_likelihood_test(strata, n_perm=999, rng=rng).p_value <= 0.01
+        pooled = (
+            Counter(strata[0][0]) + Counter(strata[1][0]),
+            Counter(strata[0][1]) + Counter(strata[1][1]),
+        )
+        pooled_hits += g_test(*pooled, n_perm=999, rng=rng).p_value <= 0.01
+    assert hits >= 48 and pooled_hits <= 3
+
+
+def test_reference_likelihood_power_on_a_mixture() -> None:
+    rng = np.random.default_rng(23)
+    hits = 0
+    for _ in range(40):
+        dists = [rng.dirichlet(np.full(len(CATS), 0.3)) for _ in range(8)]
+        alt = [rng.dirichlet(np.full(len(CATS), 0.3)) for _ in range(8)]
+        strata = _prompt_strata(rng, dists, 20, alt=alt, share=0.3)
+        hits += reference_likelihood_test(strata, n_perm=999, rng=rng).p_value <= 0.01
+    assert hits >= 32
+
+
+def test_reference_likelihood_needs_repeated_reference_answers() -> None:
+    # One reference answer per prompt: no within-prompt information.
+    with pytest.raises(InsufficientDataError):
+        reference_likelihood_test([({"a": 1}, {"b": 1})] * 20)
+    res = reference_likelihood_test([({"a": 3}, {"a": 3})] * 3 + [({"a": 1}, {"b": 1})], rng=0)
+    assert res.p_value == 1.0 and res.extra["strata"] == 3 and res.extra["strata_dropped"] == 1
 
 
 # --- text MMD -------------------------------------------------------------------------------
@@ -505,6 +575,22 @@ def test_audit_intermittent_substitution_share() -> None:
     assert res.verdict.verdict is not VerdictKind.authentic
     share = res.substitution_share
     assert share is not None and share.ci_high > 0.05 and share.ci_low < 0.3
+
+
+def test_audit_pairs_categorical_answers_by_rendered_prompt() -> None:
+    honest = _persona(1)
+    target = _endpoint(honest, samples=25, seed=2)
+    reference = _endpoint(honest, samples=25, seed=3)
+    for obs in (target, reference):
+        for i, o in enumerate(x for x in obs if x.probe_id in CAT_PROBES):
+            o.vars = {"ask": f"v{i % 3}"}
+    cat = next(s for s in _audit(target, reference).verdict.signals if s.signal == "categorical")
+    assert cat.test == "reference_likelihood" and cat.extra["strata"] == 3 * len(CAT_PROBES)
+    for o in reference:  # rendered from another seed: no prompt in common, pooled per probe
+        if o.probe_id in CAT_PROBES:
+            o.vars = {"ask": "w" + o.vars["ask"]}
+    cat = next(s for s in _audit(target, reference).verdict.signals if s.signal == "categorical")
+    assert cat.test == "g_test"
 
 
 def test_audit_unpaired_canaries_and_imported_profile() -> None:

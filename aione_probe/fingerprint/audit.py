@@ -26,6 +26,7 @@ from aione_probe.fingerprint.stats import (
     metadata_test,
     mixture_share_modal,
     mmd_permutation_test,
+    reference_likelihood_test,
     stratified_g_test,
     tokenizer_delta_test,
     tokenizer_novelty_test,
@@ -331,12 +332,49 @@ def _categorical(
         return dataclasses.replace(
             problem, test="g_test", needed=max(ms.categorical, problem.needed)
         )
+    if _paired(t, r):
+        prompts = [
+            (t[h].answers_by_vars[k], r[h].answers_by_vars.get(k, {}))
+            for h in t
+            for k in t[h].answers_by_vars
+        ]
+        try:
+            res = reference_likelihood_test(
+                prompts, min_per_side=ms.categorical, n_perm=n_perm, rng=rng
+            )
+            return _from_stat(
+                "categorical", res, _ids(t, t), "paired by rendered prompt, permuted within prompts"
+            )
+        except InsufficientDataError:
+            pass  # too few repeated prompts yet: the pooled test below still applies
     strata = [(t[h].answers, r[h].answers) for h in t]
     try:
         res = stratified_g_test(strata, min_per_side=ms.categorical, n_perm=n_perm, rng=rng)
     except InsufficientDataError as exc:
         return _insufficient("categorical", "g_test", exc, _ids(t, t))
     return _from_stat("categorical", res, _ids(t, t), "stratified over probes")
+
+
+def _paired(t: Mapping[str, ProbeSummary], r: Mapping[str, ProbeSummary]) -> bool:
+    """Whether at least half of the target's categorical answers were given on prompts the
+    reference also answered with the same rendered variables (as when both sides render
+    from one seed, the service's reference comparison).
+
+    Then `reference_likelihood_test` compares answers prompt by prompt; otherwise (a
+    baseline or import rendered from other seeds) answers are pooled per probe, which is
+    valid because each sample's variables are drawn independently from the same
+    generator. The pooled test also runs when the paired one lacks answers on repeated
+    prompts. Either test holds its level whichever is chosen; the choice reads only
+    prompts and sample sizes, never answers, so it cannot bias the p-value.
+    """
+    total = shared = 0
+    for h, s in t.items():
+        ref = r[h].answers_by_vars
+        for key, counts in s.answers_by_vars.items():
+            n = sum(counts.values())
+            total += n
+            shared += n if sum(ref.get(key, {}).values()) else 0
+    return total > 0 and 2 * shared >= total
 
 
 def _text(

@@ -4,8 +4,8 @@ A profile is what the audit compares against: built from a reference endpoint's
 observations, pinned as a trust-on-first-use baseline, or exported to JSON and imported
 elsewhere. Summaries are keyed by probe hash, so only identical probe definitions are
 ever compared. Raw observations stay in the store; a profile keeps just what the tests
-need (answer counts, capped raw texts, greedy texts and token deltas per rendered
-variables, speed samples, metadata shape counts).
+need (answer counts overall and per rendered prompt, capped raw texts, greedy texts and
+token deltas per rendered variables, speed samples, metadata shape counts).
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ class ProbeSummary:
         n_ok: Successful observations.
         failures: Failed observations by failure kind.
         answers: Normalised answer counts (categorical: first word; identity: label).
+        answers_by_vars: Categorical answer counts by rendered-variables key, for the
+            paired test on prompts rendered identically on both sides (empty in profiles
+            exported before it existed).
         texts: Raw completions (capped in number and length) for the MMD test.
         greedy: Temperature-0 completions by rendered-variables key.
         deltas: Tokenizer canaries: prompt_tokens − base prompt_tokens, by variables key.
@@ -79,6 +82,7 @@ class ProbeSummary:
     n_ok: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     answers: dict[str, int] = field(default_factory=dict)
+    answers_by_vars: dict[str, dict[str, int]] = field(default_factory=dict)
     texts: list[str] = field(default_factory=list)
     greedy: dict[str, list[str]] = field(default_factory=dict)
     deltas: dict[str, list[int]] = field(default_factory=dict)
@@ -232,6 +236,9 @@ def _add(s: ProbeSummary, v: ObsView) -> None:
             else identity_label(v.content)
         )
         s.answers[label] = s.answers.get(label, 0) + 1
+        if s.category == "categorical":
+            by_vars = s.answers_by_vars.setdefault(v.vars_key, {})
+            by_vars[label] = by_vars.get(label, 0) + 1
         if len(s.texts) < MAX_TEXTS:
             s.texts.append(v.content[:MAX_TEXT_CHARS])
     elif s.category == "greedy":

@@ -224,6 +224,102 @@ def stratified_g_test(
     )
 
 
+def reference_likelihood_test(
+    strata: Sequence[tuple[Mapping[str, int], Mapping[str, int]]],
+    *,
+    min_per_side: int = 5,
+    n_perm: int = DEFAULT_PERMUTATIONS,
+    rng: np.random.Generator | int | None = None,
+) -> StatResult:
+    """One-sided paired test: are the target's answers less likely under the reference than
+    the reference's own answers are, prompt by prompt?
+
+    Each stratum is one rendered prompt (probe hash and rendered variables) with the target
+    answer counts x and the reference answer counts y. Within a stratum with n_y >= 2
+    reference answers, every answer a gets the score log(p̂(a) + 1 / (2m)), where p̂ is the
+    share of reference answers equal to a among the m = n_y other reference answers (for
+    a target answer) or the m = n_y − 1 other reference answers (leave one out, for a
+    reference answer). The stratum's statistic is the mean reference score minus the mean
+    target score; the test statistic T is their average weighted by n_x·n_y / (n_x + n_y).
+    Large T means the target says what the reference rarely says.
+
+    Why this statistic: when a share s of the target's answers come from another model
+    with per-prompt distribution q, the target's expected score falls by about
+    s·(E_p log p − E_q log p), linear in s, whereas a symmetric divergence (G, Pearson,
+    MMD) grows only like s². The log score weighs most the answers the reference almost
+    never gives, which is where a substitute shows. Strata with fewer than two reference
+    answers carry no within-prompt information and are left out (`extra` counts them).
+
+    Why it holds its level: under the null both endpoints serve the same conditional
+    answer distribution, so within one rendered prompt the n_x + n_y answers are
+    exchangeable and strata are independent. Permuting the target/reference labels
+    within each stratum (margins fixed) therefore draws from the exact conditional null
+    distribution of T, whatever the statistic; Besag–Clifford sequential stopping (see
+    `_sequential_perm_p`) keeps the p-value valid. Which strata enter depends only on the
+    prompts and the sample sizes, never on the answers. Answers pooled over *different*
+    prompts (a profile rendered from another seed) are not exchangeable, so this test
+    needs strata that are the same rendered prompt on both sides.
+
+    Raises:
+        InsufficientDataError: fewer than `min_per_side` answers on either side in the
+            usable strata.
+    """
+    # Per usable stratum: target labels (1 = target), one-hot answers, answer codes,
+    # n_x, n_y and the stratum's weight.
+    prepared: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, int, float]] = []
+    n_x = n_y = 0
+    dropped = 0
+    for x, y in strata:
+        sx, sy = sum(x.values()), sum(y.values())
+        if not sx or sy < 2:
+            dropped += 1
+            continue
+        labels = sorted({k for k, v in x.items() if v} | {k for k, v in y.items() if v})
+        codes = np.repeat(
+            np.arange(len(labels)),
+            [x.get(c, 0) + y.get(c, 0) for c in labels],
+        )
+        is_x = np.concatenate([np.r_[np.ones(x.get(c, 0)), np.zeros(y.get(c, 0))] for c in labels])
+        prepared.append((is_x, np.eye(len(labels))[codes], codes, sx, sy, sx * sy / (sx + sy)))
+        n_x += sx
+        n_y += sy
+    short = max(min_per_side - n_x, min_per_side - n_y, 0)
+    if short or not prepared:
+        raise InsufficientDataError(
+            "too few answers on prompts rendered identically on both sides", short or min_per_side
+        )
+    weight = sum(p[5] for p in prepared)
+
+    def statistic(assign: list[np.ndarray]) -> np.ndarray:
+        total: np.ndarray | float = 0.0
+        for lab, (_, onehot, codes, sx, sy, w) in zip(assign, prepared, strict=True):
+            ref_counts = onehot.sum(axis=0)[None, :] - lab @ onehot
+            same = ref_counts[:, codes]
+            ref_score = np.log(np.maximum(same - 1, 0) / (sy - 1) + 0.5 / (sy - 1))
+            tgt_score = np.log(same / sy + 0.5 / sy)
+            ref_mean = ((1 - lab) * ref_score).sum(axis=-1) / sy
+            tgt_mean = (lab * tgt_score).sum(axis=-1) / sx
+            total = total + w * (ref_mean - tgt_mean)
+        return np.asarray(total) / weight
+
+    observed = float(statistic([p[0][None, :] for p in prepared])[0])
+    gen = _rng(rng)
+
+    def draw(size: int) -> np.ndarray:
+        return statistic([gen.permuted(np.tile(p[0], (size, 1)), axis=1) for p in prepared])
+
+    p, draws = _sequential_perm_p(observed, draw, n_perm, batch=2000, hits_to_stop=20)
+    return StatResult(
+        "reference_likelihood",
+        observed,
+        p,
+        n_x,
+        n_y,
+        method="permutation",
+        extra={"strata": len(prepared), "strata_dropped": dropped, "permutations": draws},
+    )
+
+
 def g_test(
     x: Mapping[str, int],
     y: Mapping[str, int],
