@@ -8,6 +8,7 @@ and `demo` are thin layers over it, so all three behave the same.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import hashlib
@@ -95,6 +96,8 @@ class Service:
         self._seed_salt = secrets.token_bytes(16)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._scheduler: ProbeScheduler | None = None
+        # How late the health heartbeat woke, last minute of beats (event-loop lag).
+        self._lag_s: collections.deque[float] = collections.deque(maxlen=60)
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -279,6 +282,7 @@ class Service:
             "jobs": len(self._scheduler.job_ids) if self._scheduler else 0,
             "runs_in_progress": len(self._inflight),
             "discovery_errors": sorted(self.discovery_errors),
+            "loop_lag_max_ms": round(max(self._lag_s, default=0.0) * 1000, 2),
         }
 
     async def serve(
@@ -350,10 +354,13 @@ class Service:
             self._scheduler = None
 
     async def _publish_health(self, server: MetricsProcess) -> None:
-        """Send the /healthz body to the server process every `HEALTH_INTERVAL_S`."""
+        """Send the /healthz body to the server process every `HEALTH_INTERVAL_S`; how late
+        each sleep wakes is the event loop's lag (``loop_lag_max_ms``, last minute)."""
         while True:
             server.publish_health(self.health())
+            due = time.perf_counter() + HEALTH_INTERVAL_S
             await asyncio.sleep(HEALTH_INTERVAL_S)
+            self._lag_s.append(max(0.0, time.perf_counter() - due))
 
     async def _drain(self, grace_s: float) -> None:
         """Let runs in progress finish within the grace period, then cancel them.
