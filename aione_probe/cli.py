@@ -20,13 +20,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from aione_probe import __version__
 from aione_probe.analysis import drift_window
 from aione_probe.authenticity import pin_baseline as pin_authenticity
-from aione_probe.config import Config, load_config
-from aione_probe.errors import ConfigError
+from aione_probe.config import Config, key_problems, load_config
+from aione_probe.errors import ConfigError, config_errors
 from aione_probe.estimate import daily_cost, estimate_suite
+from aione_probe.redact import install_log_redaction, printable
 from aione_probe.runner import RunSummary
 from aione_probe.service import Service, load_suites, write_report
 from aione_probe.store import Store
@@ -38,7 +40,8 @@ log = logging.getLogger("aione_probe")
 
 # A pipe or a log file gets wide lines rather than a table folded at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
+# Errors are never folded: a path split across lines cannot be copied or grepped.
+err = Console(stderr=True, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,10 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpcore's and httpx's DEBUG lines print headers; every line is scrubbed of keys.
+    install_log_redaction()
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        err.print(f"[red]config error[/red] {exc}", markup=True, highlight=False)
+        for line in str(exc).splitlines():
+            err.print(f"config error {line}", markup=False, highlight=False)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
@@ -165,7 +171,13 @@ def _check_config(args: argparse.Namespace) -> int:
         err.print("usage: aione-probe check-config FILE")
         return EXIT_CONFIG
     cfg = load_config(path)
-    suites = load_suites(cfg)
+    try:
+        suites = load_suites(cfg)
+        errors = key_problems(cfg)
+    except ConfigError as exc:
+        errors = [exc, *key_problems(cfg)]
+    if errors:
+        raise config_errors(errors)
     console.print(f"{path}: OK", highlight=False)
     totals: dict[tuple[str, str], float] = {}
     for gw in cfg.gateways:
@@ -232,8 +244,14 @@ async def _run_async(
     service = Service(cfg)
     try:
         await service.start()
+        for problem in key_problems(cfg):
+            err.print(f"{problem}; nothing is sent to this gateway", markup=False, highlight=False)
         for name, reason in service.discovery_errors.items():
-            err.print(f"gateway {name}: model discovery failed: {reason}", highlight=False)
+            err.print(
+                f"gateway {name}: model discovery failed: {printable(reason)}",
+                markup=False,
+                highlight=False,
+            )
         jobs = service.plan(gateway, model, suite)
         if not jobs:
             err.print("nothing to run: no (suite, gateway, model) matches", highlight=False)
@@ -278,7 +296,7 @@ def _print_summary(summaries: list[RunSummary]) -> None:
         p50 = f"{ttft[len(ttft) // 2] * 1000:.0f} ms" if ttft else "-"
         table.add_row(
             s.target.gateway,
-            s.target.model,
+            Text(printable(s.target.model)),  # a discovered name is the gateway's text
             s.suite,
             s.status,
             str(s.requests),
@@ -354,13 +372,15 @@ async def _models_async(cfg: Config) -> int:
             try:
                 listed = await service.clients[gw.name].list_models()
             except Exception as exc:  # any failure is reported per gateway, never fatal
-                console.print(f"{gw.name}: error: {exc}", highlight=False)
+                console.print(f"{gw.name}: error: {printable(exc)}", markup=False, highlight=False)
                 rc = EXIT_FAILED
                 continue
             chosen = set(gw.models if gw.models is not None else gw.discovery.select(listed))
             console.print(f"{gw.name} ({len(listed)} models)", highlight=False)
             for m in listed:
-                console.print(f"  {'*' if m in chosen else ' '} {m}", highlight=False)
+                # A listed name is the gateway's text: escaped, never markup.
+                mark = "*" if m in chosen else " "
+                console.print(f"  {mark} {printable(m)}", markup=False, highlight=False)
     finally:
         await service.aclose()
     return rc

@@ -28,8 +28,8 @@ import httpx
 from aione_probe import __version__
 from aione_probe.analysis import analyse
 from aione_probe.asyncstore import AsyncStore
-from aione_probe.config import Config, GatewayConfig, SuiteConfig
-from aione_probe.errors import ConfigError, GatewayError
+from aione_probe.config import Config, GatewayConfig, SuiteConfig, key_problems
+from aione_probe.errors import ConfigError, GatewayError, config_errors
 from aione_probe.estimate import runs_per_day
 from aione_probe.gateway import GatewayClient
 from aione_probe.metrics import ProbeMetrics
@@ -50,13 +50,22 @@ HEALTH_INTERVAL_S = 1.0
 
 
 def load_suites(cfg: Config) -> dict[str, Suite]:
-    """Load every configured suite file; a bad file raises `ConfigError` naming it."""
+    """Load every configured suite file; bad files raise one `ConfigError` naming them all."""
     suites: dict[str, Suite] = {}
+    errors: list[ConfigError] = []
     for i, sc in enumerate(cfg.suites):
         path = cfg.suite_path(sc)
         if not path.is_file():
-            raise ConfigError(str(cfg.path), f"suites[{i}].file", f"no such probe file: {path}")
-        suites[sc.job_name] = load_suite(path)
+            errors.append(
+                ConfigError(str(cfg.path), f"suites[{i}].file", f"no such probe file: {path}")
+            )
+            continue
+        try:
+            suites[sc.job_name] = load_suite(path)
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise config_errors(errors)
     return suites
 
 
@@ -106,6 +115,8 @@ class Service:
         n = await self.astore.call(Store.mark_interrupted_runs, "service stopped during the run")
         if n:
             log.warning("marked %d interrupted run(s) from a previous process", n)
+        for problem in key_problems(self.cfg):
+            log.error("%s; no request is sent to this gateway (recorded as auth)", problem)
         for gw in self.cfg.gateways:
             self.models[gw.name] = await self._resolve_models(gw)
             for model in self.models[gw.name]:

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
+from aione_probe import redact
 from aione_probe.errors import FailureKind, StatusError
 
 ERROR_MESSAGE_LIMIT = 300
-_SECRET = re.compile(r"sk-[A-Za-z0-9_-]{8,}")
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "context_window_exceeded"})
 _CONTEXT_TEXT = re.compile(
     r"context[ _-]?(?:length|window)|maximum context|prompt is too long|input is too long",
@@ -153,12 +153,10 @@ def error_from_payload(payload: Any, status: int) -> StatusError:
 
 
 def scrub(text: str | None, key: str | None) -> str | None:
-    """Remove the API key and anything shaped like an ``sk-`` key; cap at 300 characters."""
+    """Remove the API key, its masked forms and ``sk-`` tokens; cap at 300 characters."""
     if text is None:
         return None
-    if key:
-        text = text.replace(key, "***")
-    text = _SECRET.sub("***", text)
+    text = redact.scrub(text, [key])
     if len(text) > ERROR_MESSAGE_LIMIT:
         text = text[: ERROR_MESSAGE_LIMIT - 1] + "…"
     return text
