@@ -120,9 +120,25 @@ def classify_error_event(info: ErrorInfo) -> FailureKind:
     return kind or FailureKind.bad_response
 
 
+HTML_ERROR_PAGE = "html_error_page"
+_HTML = re.compile(rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S)
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
+
+
 def parse_error_body(body: bytes | Any) -> ErrorInfo:
-    """Read type, code and message from an error body (raw bytes or decoded JSON)."""
+    """Read type, code and message from an error body (raw bytes or decoded JSON).
+
+    A proxy's HTML error page (nginx, Cloudflare) is not kept: the info says
+    ``html_error_page`` with the page's title at most.
+    """
     if isinstance(body, bytes | bytearray):
+        if _HTML.match(body[:2048]):
+            title = _TITLE.search(body[:8192])
+            name = (
+                b" ".join(title.group(1).split())[:80].decode("utf-8", "replace") if title else ""
+            )
+            detail = f" (title: {name})" if name else ""
+            return ErrorInfo(type=HTML_ERROR_PAGE, message=f"an HTML error page{detail}")
         try:
             body = json.loads(body)
         except ValueError:
