@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ from aione_probe.store import Store
 from aione_probe.types import utcnow
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("aione_probe")
 
@@ -63,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             err.print(f"config error {line}", markup=False, highlight=False)
         return EXIT_CONFIG
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -319,27 +321,50 @@ async def _serve_async(
     analysis_interval_s: float = 300.0,
     announce: Callable[[str], None] | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT. SIGHUP reloads the config file: a valid new config
-    restarts the service inside the process (runs in progress drain first; counters restart
-    from zero as after any restart); an invalid one is logged and the last good config keeps
-    running untouched."""
+    """Serve until SIGTERM or Ctrl-C. SIGTERM drains runs in progress (up to 30 s) and
+    writes a last report. The first Ctrl-C (SIGINT) stops scheduling and gives runs in
+    progress 3 s before they are marked interrupted (no last report); a second Ctrl-C, or
+    any signal during the stop, exits at once (exit code 130). SIGHUP reloads the config
+    file: a valid new config restarts the service inside the process (runs in progress
+    drain first; counters restart from zero as after any restart); an invalid one is
+    logged and the last good config keeps running untouched."""
     loop = asyncio.get_running_loop()
     while True:
         service = Service(cfg)
         stop = asyncio.Event()
         pending: list[Config] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, _stopper(service, stop, interrupt=False))
+        loop.add_signal_handler(signal.SIGINT, _stopper(service, stop, interrupt=True))
         loop.add_signal_handler(signal.SIGHUP, _reloader(cfg.path, pending, stop))
         try:
             await service.start()
             await service.serve(stop, analysis_interval_s=analysis_interval_s, on_ready=announce)
-            await service.analyse_and_report()
+            if not service.interrupted:
+                await service.analyse_and_report()
         finally:
             await service.aclose()
+        if service.interrupted:
+            return EXIT_INTERRUPTED
         if not pending:
             return EXIT_OK
         cfg = pending[-1]
+
+
+def _stopper(service: Service, stop: asyncio.Event, *, interrupt: bool) -> Callable[[], None]:
+    """The SIGTERM / SIGINT handler: the first stops the service; a second exits now."""
+
+    def handle() -> None:
+        if stop.is_set() and (interrupt or service.interrupted):
+            # A second Ctrl-C: the operator will not wait. Runs still marked running are
+            # recovered (marked failed) at the next start; the metrics child exits with us.
+            sys.stderr.write("second interrupt: exiting now\n")
+            os._exit(EXIT_INTERRUPTED)
+        if interrupt:
+            service.interrupt()
+            sys.stderr.write("stopping: runs in progress get 3 s (Ctrl-C again to exit now)\n")
+        stop.set()
+
+    return handle
 
 
 def _reloader(path: Path, pending: list[Config], stop: asyncio.Event) -> Callable[[], None]:

@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 TransportFactory = Callable[[GatewayConfig], httpx.AsyncBaseTransport | None]
 HEALTH_INTERVAL_S = 1.0
 """How often the service sends its /healthz body to the server process."""
+DRAIN_S = 30.0
+"""Grace for runs in progress at SIGTERM (a deliberate stop: let them store their answers)."""
+INTERRUPT_GRACE_S = 3.0
+"""Grace for runs in progress at Ctrl-C (someone is waiting at the terminal)."""
 
 
 def load_suites(cfg: Config) -> dict[str, Suite]:
@@ -105,6 +109,8 @@ class Service:
         self._seed_salt = secrets.token_bytes(16)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._scheduler: ProbeScheduler | None = None
+        #: Grace for runs in progress when `serve` stops; `interrupt()` shortens it.
+        self.drain_s = DRAIN_S
         # How late the health heartbeat woke, last minute of beats (event-loop lag).
         self._lag_s: collections.deque[float] = collections.deque(maxlen=60)
 
@@ -301,10 +307,13 @@ class Service:
         stop: asyncio.Event,
         *,
         analysis_interval_s: float = 300.0,
-        drain_s: float = 30.0,
         on_ready: Callable[[str], None] | None = None,
     ) -> None:
-        """Schedule every job and serve HTTP until `stop` is set, then drain and return."""
+        """Schedule every job and serve HTTP until `stop` is set, then drain and return.
+
+        Runs in progress get `drain_s` seconds (read when `stop` is set) to finish; then
+        they are cancelled, store what they observed and are marked interrupted.
+        """
         server = MetricsProcess(
             self.cfg.server.host,
             self.cfg.server.port,
@@ -347,6 +356,8 @@ class Service:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=analysis_interval_s)
+                if stop.is_set():
+                    break  # the caller writes the last report after the drain, if any
                 try:
                     await self.analyse_and_report()
                 except Exception:
@@ -355,7 +366,7 @@ class Service:
             # Pause first: the scheduler's shutdown cancels the runs it started, and runs
             # in progress should get the grace period to finish and store what they saw.
             scheduler.pause()
-            await self._drain(drain_s)
+            await self._drain(self.drain_s)
             scheduler.shutdown()
             n = await self.astore.call(Store.mark_interrupted_runs, "interrupted by shutdown")
             if n:
@@ -363,6 +374,15 @@ class Service:
             heartbeat.cancel()
             server.stop()
             self._scheduler = None
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the stop was an interrupt (Ctrl-C): a short grace, no final report."""
+        return self.drain_s < DRAIN_S
+
+    def interrupt(self) -> None:
+        """Ctrl-C: runs in progress get `INTERRUPT_GRACE_S` instead of the full drain."""
+        self.drain_s = min(self.drain_s, INTERRUPT_GRACE_S)
 
     async def _publish_health(self, server: MetricsProcess) -> None:
         """Send the /healthz body to the server process every `HEALTH_INTERVAL_S`; how late
