@@ -22,8 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aione_probe import __version__
-from aione_probe.analysis import drift_window
-from aione_probe.authenticity import pin_baseline as pin_authenticity
+from aione_probe.analysis.authenticity import pin_baseline as pin_authenticity
+from aione_probe.analysis.run import drift_window
 from aione_probe.config import Config, load_config
 from aione_probe.errors import ConfigError
 from aione_probe.estimate import daily_cost, estimate_suite
