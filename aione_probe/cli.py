@@ -24,8 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 from aione_probe import __version__
-from aione_probe.analysis import drift_window
-from aione_probe.authenticity import pin_baseline as pin_authenticity
+from aione_probe.analysis.authenticity import pin_baseline as pin_authenticity
+from aione_probe.analysis.run import drift_window
 from aione_probe.config import Config, key_problems, load_config
 from aione_probe.errors import ConfigError, config_errors
 from aione_probe.estimate import daily_cost, estimate_suite

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from aione_probe import __version__
-from aione_probe.analysis import analyse
+from aione_probe.analysis.run import analyse
 from aione_probe.asyncstore import AsyncStore
 from aione_probe.config import Config, GatewayConfig, SuiteConfig, key_problems
 from aione_probe.errors import ConfigError, GatewayError, config_errors

@@ -2,7 +2,7 @@
 
 Not a test. Prints a table of false alarms per model per quarter with no drift, and the
 detection delay of pass-rate drops of 5, 10 and 20 points and of a 50 % latency increase,
-using the same `aione_probe.drift.evaluate` the service runs and the config's defaults
+using the same `aione_probe.analysis.drift.evaluate` the service runs and the config's defaults
 (window, baseline size, alpha, minimum runs).
 
 Model of one simulated model: the cheap golden subset (N probes) runs once an hour; probe
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aione_probe.analysis.drift import Window, evaluate
 from aione_probe.config import DriftConfig
-from aione_probe.drift import Window, evaluate
 
 HOURS_PER_QUARTER = 90 * 24
 

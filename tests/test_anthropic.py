@@ -12,9 +12,9 @@ import httpx
 import pytest
 from fakes import Body, FakeClock
 
+from aione_probe.analysis.crossproto import compare_protocols
 from aione_probe.checks import CheckContext, run_checks, run_group_checks
 from aione_probe.config import GatewayConfig
-from aione_probe.crossproto import compare_protocols
 from aione_probe.errors import FailureKind
 from aione_probe.gateway import GatewayClient
 from aione_probe.gateway.anthropic import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aione_probe.drift import MIN_SCORED, Window, cmh_test, evaluate, holm
+from aione_probe.analysis.drift import MIN_SCORED, Window, cmh_test, evaluate, holm
 
 
 def _window(rng: np.random.Generator, p: np.ndarray, runs: int, slow: float = 1.0) -> Window:
@@ -80,7 +80,7 @@ def test_window_round_trip() -> None:
 
 
 def test_hysteresis_keeps_a_regression_until_it_clearly_clears() -> None:
-    from aione_probe.drift import DriftTest, decide
+    from aione_probe.analysis.drift import DriftTest, decide
 
     def tests(p: float) -> list[DriftTest]:
         return [

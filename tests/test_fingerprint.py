@@ -13,23 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from aione_probe.errors import FailureKind
-from aione_probe.fingerprint import (
-    Profile,
-    SignalResult,
-    VerdictKind,
-    compare,
-    decide,
-)
-from aione_probe.fingerprint.features import (
-    FAMILIES,
-    category_of,
-    id_shape,
-    identity_label,
-    model_echo,
-    normalize_answer,
-)
-from aione_probe.fingerprint.stats import (
+from aione_probe.analysis.stats import (
     InsufficientDataError,
     acat,
     exact_match_test,
@@ -45,6 +29,22 @@ from aione_probe.fingerprint.stats import (
     stratified_g_test,
     tokenizer_delta_test,
     tokenizer_novelty_test,
+)
+from aione_probe.errors import FailureKind
+from aione_probe.fingerprint import (
+    Profile,
+    SignalResult,
+    VerdictKind,
+    compare,
+    decide,
+)
+from aione_probe.fingerprint.features import (
+    FAMILIES,
+    category_of,
+    id_shape,
+    identity_label,
+    model_echo,
+    normalize_answer,
 )
 
 SUITE = Path(__file__).resolve().parents[1] / "probes" / "fingerprint.toml"

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from aione_probe.fingerprint.profile import ProbeSummary, Profile
-from aione_probe.fingerprint.stats import (
+from aione_probe.analysis.stats import (
     DEFAULT_PERMUTATIONS,
     InsufficientDataError,
     ShareEstimate,
@@ -31,6 +30,7 @@ from aione_probe.fingerprint.stats import (
     tokenizer_delta_test,
     tokenizer_novelty_test,
 )
+from aione_probe.fingerprint.profile import ProbeSummary, Profile
 from aione_probe.fingerprint.verdict import SignalResult, Verdict, decide
 
 

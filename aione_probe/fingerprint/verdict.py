@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from aione_probe.fingerprint.stats import acat, holm
+from aione_probe.analysis.stats import acat, holm
 
 DECISIVE = frozenset({"tokenizer", "categorical", "text", "greedy"})
 STRONG = frozenset({"tokenizer", "categorical"})

@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from aione_probe.fingerprint.stats import InsufficientDataError, holm, stratified_g_test
+from aione_probe.analysis.stats import InsufficientDataError, holm, stratified_g_test
 
 DEFAULT_ALPHA = 0.01
 MIN_PAIRS = 3

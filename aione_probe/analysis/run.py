@@ -11,11 +11,11 @@ import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from aione_probe.authenticity import audit_target
+from aione_probe.analysis.authenticity import audit_target
+from aione_probe.analysis.crossproto import compare_protocols
+from aione_probe.analysis.drift import Window, evaluate
 from aione_probe.checks import is_quality_check
 from aione_probe.config import Config
-from aione_probe.crossproto import compare_protocols
-from aione_probe.drift import Window, evaluate
 from aione_probe.errors import FailureKind
 from aione_probe.store import Store
 from aione_probe.types import CheckValue, utcnow
