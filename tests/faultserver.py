@@ -395,7 +395,7 @@ def _key_of(seen: Seen) -> str:
 def _text_answer(seen: Seen, factor: float, stream: bool) -> Response:
     """An answer that stops early; ``completion_tokens`` is the honest count × `factor`
     (``total_tokens`` kept consistent), so only a comparison with the text can tell."""
-    n = 8 + int(hashlib.sha256(json.dumps(seen.body).encode()).hexdigest(), 16) % 40
+    n = 30 + int(hashlib.sha256(json.dumps(seen.body).encode()).hexdigest(), 16) % 40
     words = " ".join(f"w{i % 7}" for i in range(n))
     text = f"Here is the answer: {words}."
     honest = count_tokens(text)

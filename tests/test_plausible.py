@@ -1,0 +1,85 @@
+"""usage_completion_plausible: completion counts checked against the returned text."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import faultserver
+import pytest
+
+from aione_probe.checks import CheckContext, run_checks
+from aione_probe.checks.plausible import bounds
+from aione_probe.config import load_config
+from aione_probe.service import Service
+from aione_probe.suites import load_suite
+from aione_probe.types import CheckValue, Observation, Usage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _judge(reported: int, measured: int | None, **usage: int) -> tuple[CheckValue, dict]:
+    suite = load_suite(ROOT / "probes" / "usage.toml")
+    (inst,) = suite.expand(1, probe_ids={"story-start-01"})
+    obs = Observation(gateway="g", model="m", protocol="openai", stream=False, attempt=1)
+    obs.content, obs.finish_reason = "Once upon a time.", "stop"
+    obs.usage = Usage(completion_tokens=reported, **usage)
+    ctx = CheckContext(instance=inst, request=inst.request("m"), text_tokens=measured)
+    (res,) = [
+        r
+        for r in run_checks(inst, obs, ctx, suite.default_checks)
+        if r.name == "usage_completion_plausible"
+    ]
+    return res.value, res.metadata
+
+
+def test_tolerance_is_ten_percent_plus_two_tokens() -> None:
+    assert bounds(40, 0.1, 2) == (34, 46)
+    assert _judge(46, 40)[0] is CheckValue.passed
+    value, meta = _judge(48, 40)  # 1.2 x 40
+    assert value is CheckValue.failed and meta["outcome"] == "inflated"
+    assert _judge(30, 40)[1]["outcome"] == "deflated"
+    assert _judge(60, 40, reasoning_tokens=20)[0] is CheckValue.passed  # hidden reasoning
+    assert _judge(40, None)[1]["outcome"] == "unmeasured"
+
+
+@pytest.mark.parametrize(
+    ("script", "outcome"), [("inflate:1.2", "inflated"), ("inflate:1", "plausible")]
+)
+def test_relay_inflating_counts_fails_on_answers_that_stop_early(
+    tmp_path: Path, script: str, outcome: str
+) -> None:
+    import asyncio
+
+    with faultserver.running() as server:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(
+            f'probes_dir = "{ROOT / "probes"}"\n'
+            f'[[gateways]]\nname = "relay"\nbase_url = "{server.base_url}"\nauth = "none"\n'
+            f'models = ["{script}"]\nrequests_per_minute = 6000\n'
+            '[[suites]]\nfile = "usage.toml"\ninterval = "1h"\n'
+            f'[storage]\nurl = "sqlite:///{tmp_path / "p.db"}"\n'
+            f'[reports]\ndir = "{tmp_path / "reports"}"\n'
+        )
+        service = Service(load_config(cfg))
+
+        async def once() -> None:
+            try:
+                await service.start()
+                await service.run_once(service.plan())
+            finally:
+                await service.aclose()
+
+        asyncio.run(once())
+        echoes = [s for s in server.seen if "Ignore this text" in str(s.body["messages"])]
+    assert len(echoes) == 4  # the bare prefix once, then each of the 3 answers
+    with sqlite3.connect(tmp_path / "p.db") as db:
+        rows = db.execute(
+            "select c.value, json_extract(c.metadata, '$.outcome'), o.finish_reason "
+            "from checkresult c join observation o on o.id = c.observation_id "
+            "where c.name = 'usage_completion_plausible'"
+        ).fetchall()
+        probes = {r[0] for r in db.execute("select probe_id from observation")}
+    assert len(rows) == 3 and all(r[2] == "stop" for r in rows)  # every answer stopped early
+    assert {r[1] for r in rows} == {outcome}
+    assert {"usage-echo", "usage-echo-base"} <= probes  # stored, so they are paid for
