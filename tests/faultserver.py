@@ -608,3 +608,60 @@ def running() -> Iterator[FaultServer]:
         uv.should_exit = True
         thread.join(5)
         sock.close()
+
+
+# --------------------------------------------------------------------- a relay in front
+def create_relay(upstream: str, factor: float) -> Starlette:
+    """A dishonest relay in front of `upstream` (an OpenAI-compatible root URL): plain
+    chat completions pass through with ``completion_tokens`` multiplied by `factor` and
+    ``total_tokens`` kept consistent; ``GET /v1/models`` passes through."""
+    import httpx
+
+    client = httpx.AsyncClient(base_url=upstream, timeout=300)
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        body["stream"] = False
+        body.pop("stream_options", None)
+        upstream_response = await client.post("/v1/chat/completions", json=body)
+        data = upstream_response.json()
+        usage = data.get("usage") or {}
+        if isinstance(usage.get("completion_tokens"), int):
+            usage["completion_tokens"] = round(usage["completion_tokens"] * factor)
+            usage["total_tokens"] = usage.get("prompt_tokens", 0) + usage["completion_tokens"]
+        return JSONResponse(data, status_code=upstream_response.status_code)
+
+    async def models(request: Request) -> Response:
+        r = await client.get("/v1/models")
+        return JSONResponse(r.json(), status_code=r.status_code)
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ]
+    )
+
+
+@contextmanager
+def relay(upstream: str, factor: float) -> Iterator[str]:
+    """Run `create_relay` on a free loopback port; yields its ``/v1`` base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_relay(upstream, factor), log_level="critical",
+                            access_log=False, lifespan="off", loop="asyncio")  # fmt: skip
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("relay did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        uv.should_exit = True
+        thread.join(5)
+        sock.close()

@@ -72,7 +72,7 @@ def test_relay_inflating_counts_fails_on_answers_that_stop_early(
 
         asyncio.run(once())
         echoes = [s for s in server.seen if "Ignore this text" in str(s.body["messages"])]
-    assert len(echoes) == 4  # the bare prefix once, then each of the 3 answers
+    assert len(echoes) == 5  # the bare prefix once, then each of the 4 answers
     with sqlite3.connect(tmp_path / "p.db") as db:
         rows = db.execute(
             "select c.value, json_extract(c.metadata, '$.outcome'), o.finish_reason "
@@ -80,6 +80,55 @@ def test_relay_inflating_counts_fails_on_answers_that_stop_early(
             "where c.name = 'usage_completion_plausible'"
         ).fetchall()
         probes = {r[0] for r in db.execute("select probe_id from observation")}
-    assert len(rows) == 3 and all(r[2] == "stop" for r in rows)  # every answer stopped early
+    assert len(rows) == 4 and all(r[2] == "stop" for r in rows)  # every answer stopped early
     assert {r[1] for r in rows} == {outcome}
     assert {"usage-echo", "usage-echo-base"} <= probes  # stored, so they are paid for
+
+
+def _outcomes(tmp_path: Path, base_url: str, runs: int) -> list[tuple[str, str]]:
+    """(finish_reason, outcome) of every usage_completion_plausible result of `runs` runs
+    of the usage suite against `base_url`."""
+    import asyncio
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'probes_dir = "{ROOT / "probes"}"\n'
+        f'[[gateways]]\nname = "g"\nbase_url = "{base_url}"\nauth = "none"\n'
+        'models = ["smollm2"]\nmax_concurrency = 1\n'
+        'timeouts = { first_token = "120s", total = "300s" }\n'
+        '[[suites]]\nfile = "usage.toml"\ninterval = "1h"\n'
+        f'[storage]\nurl = "sqlite:///{tmp_path / "p.db"}"\n'
+        f'[reports]\ndir = "{tmp_path / "reports"}"\n'
+    )
+
+    async def go() -> None:
+        service = Service(load_config(cfg))
+        try:
+            await service.start()
+            for _ in range(runs):
+                await service.run_once(service.plan())
+        finally:
+            await service.aclose()
+
+    asyncio.run(go())
+    with sqlite3.connect(tmp_path / "p.db") as db:
+        return db.execute(
+            "select o.finish_reason, json_extract(c.metadata, '$.outcome') "
+            "from checkresult c join observation o on o.id = c.observation_id "
+            "where c.name = 'usage_completion_plausible'"
+        ).fetchall()
+
+
+@pytest.mark.peer
+def test_real_llama_is_plausible_and_a_relay_inflating_it_is_not(
+    smollm2_server, tmp_path: Path
+) -> None:
+    """llama.cpp (SmolLM2) answering the usage suite directly passes; the same engine
+    behind a relay multiplying completion_tokens by 1.2 fails on answers that stop early."""
+    honest = _outcomes(tmp_path / "honest", f"{smollm2_server.base_url}/v1", runs=1)
+    assert len(honest) == 4 and {o for _, o in honest} == {"plausible"}, honest
+    with faultserver.relay(smollm2_server.base_url, 1.2) as url:
+        inflated = _outcomes(tmp_path / "relay", url, runs=1)
+    early = [o for finish, o in inflated if finish == "stop"]
+    assert early and set(early) == {"inflated"}, inflated
