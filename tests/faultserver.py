@@ -577,17 +577,15 @@ def create_app(server: FaultServer) -> Starlette:
 
 
 @contextmanager
-def running() -> Iterator[FaultServer]:
-    """Start the fault server on a free loopback port; stop it on exit."""
-    server = FaultServer()
+def _serving(app: Starlette) -> Iterator[int]:
+    """Serve `app` with uvicorn in a thread on a free loopback port; yields the port."""
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto
     # is TCP, and without it Nagle + delayed ACK hold small SSE writes for ~40 ms.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server.port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(server),
+        app,
         log_level="critical",
         access_log=False,
         lifespan="off",
@@ -603,11 +601,20 @@ def running() -> Iterator[FaultServer]:
             raise RuntimeError("fault server did not start")
         time.sleep(0.01)
     try:
-        yield server
+        yield sock.getsockname()[1]
     finally:
         uv.should_exit = True
         thread.join(5)
         sock.close()
+
+
+@contextmanager
+def running() -> Iterator[FaultServer]:
+    """Start the fault server on a free loopback port; stop it on exit."""
+    server = FaultServer()
+    with _serving(create_app(server)) as port:
+        server.port = port
+        yield server
 
 
 # --------------------------------------------------------------------- a relay in front
@@ -646,22 +653,5 @@ def create_relay(upstream: str, factor: float) -> Starlette:
 @contextmanager
 def relay(upstream: str, factor: float) -> Iterator[str]:
     """Run `create_relay` on a free loopback port; yields its ``/v1`` base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_relay(upstream, factor), log_level="critical",
-                            access_log=False, lifespan="off", loop="asyncio")  # fmt: skip
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("relay did not start")
-        time.sleep(0.01)
-    try:
+    with _serving(create_relay(upstream, factor)) as port:
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        uv.should_exit = True
-        thread.join(5)
-        sock.close()
