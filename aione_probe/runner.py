@@ -248,6 +248,8 @@ async def _run_groups(
             budget.spend(cost)
             if metrics is not None:
                 metrics.observe(obs, suite=suite_name, cost=cost)
+        if metrics is not None:
+            metrics.observe_request(attempts[-1])
         return _ProbeOutcome(inst, attempts, costs, [])
 
     meter = _EchoMeter(client, target.model, send)
