@@ -33,12 +33,14 @@ def _judge(reported: int, measured: int | None, **usage: int) -> tuple[CheckValu
     return res.value, res.metadata
 
 
-def test_tolerance_is_ten_percent_plus_two_tokens() -> None:
+def test_tolerance_is_two_tokens_by_default() -> None:
     assert bounds(40, 0.1, 2) == (34, 46)
-    assert _judge(46, 40)[0] is CheckValue.passed
-    value, meta = _judge(48, 40)  # 1.2 x 40
+    assert bounds(40, 0.0, 2) == (38, 42)
+    assert _judge(42, 40)[0] is CheckValue.passed  # e.g. llama.cpp's max_tokens + 2
+    value, meta = _judge(43, 40)
     assert value is CheckValue.failed and meta["outcome"] == "inflated"
-    assert _judge(30, 40)[1]["outcome"] == "deflated"
+    assert _judge(48, 40)[1]["outcome"] == "inflated"  # 1.2 x 40
+    assert _judge(37, 40)[1]["outcome"] == "deflated"
     assert _judge(60, 40, reasoning_tokens=20)[0] is CheckValue.passed  # hidden reasoning
     assert _judge(40, None)[1]["outcome"] == "unmeasured"
 
@@ -85,9 +87,9 @@ def test_relay_inflating_counts_fails_on_answers_that_stop_early(
     assert {"usage-echo", "usage-echo-base"} <= probes  # stored, so they are paid for
 
 
-def _outcomes(tmp_path: Path, base_url: str, runs: int) -> list[tuple[str, str]]:
-    """(finish_reason, outcome) of every usage_completion_plausible result of `runs` runs
-    of the usage suite against `base_url`."""
+def _outcomes(tmp_path: Path, base_url: str, runs: int) -> list[tuple[str, int, str]]:
+    """(finish_reason, measured tokens, outcome) of every usage_completion_plausible
+    result of `runs` runs of the usage suite against `base_url`."""
     import asyncio
 
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -114,7 +116,8 @@ def _outcomes(tmp_path: Path, base_url: str, runs: int) -> list[tuple[str, str]]
     asyncio.run(go())
     with sqlite3.connect(tmp_path / "p.db") as db:
         return db.execute(
-            "select o.finish_reason, json_extract(c.metadata, '$.outcome') "
+            "select o.finish_reason, coalesce(json_extract(c.metadata, '$.measured'), 0), "
+            "json_extract(c.metadata, '$.outcome') "
             "from checkresult c join observation o on o.id = c.observation_id "
             "where c.name = 'usage_completion_plausible'"
         ).fetchall()
@@ -127,8 +130,11 @@ def test_real_llama_is_plausible_and_a_relay_inflating_it_is_not(
     """llama.cpp (SmolLM2) answering the usage suite directly passes; the same engine
     behind a relay multiplying completion_tokens by 1.2 fails on answers that stop early."""
     honest = _outcomes(tmp_path / "honest", f"{smollm2_server.base_url}/v1", runs=1)
-    assert len(honest) == 4 and {o for _, o in honest} == {"plausible"}, honest
+    assert len(honest) == 4 and {o for _, _, o in honest} == {"plausible"}, honest
     with faultserver.relay(smollm2_server.base_url, 1.2) as url:
-        inflated = _outcomes(tmp_path / "relay", url, runs=1)
-    early = [o for finish, o in inflated if finish == "stop"]
-    assert early and set(early) == {"inflated"}, inflated
+        relayed = _outcomes(tmp_path / "relay", url, runs=1)
+    # x1.2 adds more than the 2-token tolerance from 15 tokens on; the usage suite's answers
+    # are mostly longer (median 32 on SmolLM2), and its cut-short probe returns 24.
+    judged = [(f, o) for f, measured, o in relayed if measured >= 20]
+    assert any(f == "stop" for f, _ in judged), relayed
+    assert {o for _, o in judged} == {"inflated"}, relayed

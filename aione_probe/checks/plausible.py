@@ -8,11 +8,14 @@ inside a prompt (``ECHO_PREFIX + text``, ``max_tokens = 1``) and once the bare p
 difference of the two ``prompt_tokens`` is the text's length in the gateway's tokens, as
 the tokenizer canaries measure a canary (see `aione_probe.runner`).
 
-Tolerance: the reported count may exceed the measured one by `DEFAULT_REL` (10 %) plus
-`DEFAULT_ABS` (2) tokens: re-tokenizing generated text can merge or split a token at the
-prompt boundary, and llama.cpp reports one or two tokens more than it returns on some
-answers. The false-alarm rate of that tolerance on an honest engine is measured by
-``bench/usage_plausible.py`` (README, "Billing checks").
+Tolerance: the reported count may differ from the measured one by `DEFAULT_ABS` (2)
+tokens plus `DEFAULT_REL` (0 %) of it. On llama.cpp (SmolLM2) the reported count was the
+measured one or one less in every answer (re-tokenizing the text can add a token at the
+prompt boundary), and llama.cpp is said to report up to max_tokens + 2 on answers cut at
+max_tokens: 2 tokens cover both. A relative allowance (`tolerance`) is for gateways whose
+tokenizer re-tokenizes generated text less faithfully. The false-alarm rate on an honest
+engine and the detection rate are measured by ``bench/usage_plausible.py`` (README,
+"Billing checks").
 
 Limits: a relay that inflates prompt tokens by the same factor inflates the delta too;
 hidden reasoning is subtracted only when the gateway reports ``reasoning_tokens``.
@@ -30,7 +33,7 @@ from aione_probe.types import CheckResult, CheckValue, Observation
 NAME = "usage_completion_plausible"
 #: The prompt the answer is sent back in: asks for one word, so one output token is paid.
 ECHO_PREFIX = "Reply with the single word OK. Ignore this text:\n\n"
-DEFAULT_REL = 0.10
+DEFAULT_REL = 0.0
 DEFAULT_ABS = 2
 
 
