@@ -91,8 +91,8 @@ class _EchoMeter:
     """Measures a text in the gateway's own tokens: ``prompt_tokens`` of the text sent back
     after `ECHO_PREFIX`, minus that of the bare prefix (sent once per run)."""
 
-    def __init__(self, client: GatewayClient, model: str, send: SendFn) -> None:
-        self._client, self._model, self._send = client, model, send
+    def __init__(self, model: str, send: SendFn) -> None:
+        self._model, self._send = model, send
         self._lock = asyncio.Lock()
         self._base: int | None = None
         self._base_outcome: _ProbeOutcome | None = None
@@ -252,7 +252,7 @@ async def _run_groups(
             metrics.observe_request(attempts[-1])
         return _ProbeOutcome(inst, attempts, costs, [])
 
-    meter = _EchoMeter(client, target.model, send)
+    meter = _EchoMeter(target.model, send)
     echoed = any(s.name == PLAUSIBLE for s in suite.default_checks)
 
     async def one(inst: ProbeInstance) -> _ProbeOutcome | None:
