@@ -1,15 +1,18 @@
 """A scripted OpenAI-compatible fault server on 127.0.0.1 (Starlette + uvicorn in a thread).
 
 The request's ``model`` picks the script: ``"ok"``, ``"status:429"``, ``"timing:300"``...
-(see `SCRIPTS`). The server records what it saw (client ports, so tests can count
-connections; request bodies and headers) and, for ``timing``, its own
-`time.perf_counter` stamps of request receipt and of the first content chunk, keyed by
-the ``x-request-id`` it returns. Client and server share the process, hence the clock.
+(see `SCRIPTS`), directly or through `FaultServer.aliases` (``{"slow": "delay:300"}``).
+The server records what it saw (client ports, so tests can count connections; request
+bodies and headers; how often each body came before, so a retry is recognisable) and, for
+``timing``, its own `time.perf_counter` stamps of request receipt and of the first content
+chunk, keyed by the ``x-request-id`` it returns. Client and server share the process,
+hence the clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import threading
@@ -39,6 +42,7 @@ class Seen:
     client_port: int
     received: float
     first_content: float | None = None
+    repeat: int = 0  # earlier requests with the same model and body (retries)
 
 
 @dataclass
@@ -48,6 +52,8 @@ class FaultServer:
     port: int = 0
     seen: list[Seen] = field(default_factory=list)
     ids: dict[str, Seen] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # model name -> script
+    bodies: dict[str, int] = field(default_factory=dict)  # body digest -> times seen
 
     @property
     def base_url(self) -> str:
@@ -361,10 +367,73 @@ def jsonstream(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
     return JSONResponse(_completion())
 
 
+def delay(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """An honest answer whose first byte comes `arg` ms after the request (a model's TTFT)."""
+    seconds = float(arg or 200) / 1000.0
+
+    async def gen() -> AsyncIterator[bytes]:
+        await asyncio.sleep(seconds)
+        if not stream:
+            yield json.dumps(_completion()).encode()
+            return
+        async for event in _ok_events(usage):
+            yield event
+
+    return StreamingResponse(gen(), media_type=_media(stream))
+
+
+def _body_parity(seen: Seen) -> int:
+    digest = hashlib.sha256(json.dumps(seen.body, sort_keys=True).encode()).digest()
+    return digest[0] % 2
+
+
+def flaky(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """503 on every attempt of about half the distinct request bodies (retries do not
+    help), an honest answer for the others."""
+    if _body_parity(seen):
+        return status("503", stream, usage, seen)
+    return ok("", stream, usage, seen)
+
+
+def ratelimit(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """429 with ``Retry-After: 0`` for the first attempt of every request, then an honest
+    answer to its retry (the same body): half the attempts limited, no request lost."""
+    if seen.repeat % 2 == 0:
+        return status("429", stream, usage, seen)
+    return ok("", stream, usage, seen)
+
+
+def truncate(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """A relay that silently caps output: usage says ``max_tokens`` completion tokens, and
+    finish_reason says "stop"."""
+    limit = int(seen.body.get("max_tokens") or 16)
+    cut = {**USAGE, "completion_tokens": limit, "total_tokens": USAGE["prompt_tokens"] + limit}
+    if not stream:
+        body = _completion()
+        body["usage"] = cut
+        return JSONResponse(body)
+
+    async def gen() -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": ""})
+        yield chunk({"content": "Hello"})
+        yield chunk({}, "stop")
+        if usage:
+            yield chunk(None, usage=cut)
+        yield DONE
+
+    return _sse(gen())
+
+
+def down(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """Always a 502 with an HTML page, as a load balancer in front of a dead upstream."""
+    page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+    return Response(page, status_code=502, media_type="text/html")
+
+
 SCRIPTS: dict[str, Script] = {
     f.__name__: f
     for f in (ok, status, malformed, cut, silent, stall, slow, huge, timing, tools, empty, inband,
-              jsonstream)
+              jsonstream, delay, flaky, ratelimit, truncate, down)
 }  # fmt: skip
 
 
@@ -376,9 +445,12 @@ def create_app(server: FaultServer) -> Starlette:
         body = await request.json()
         model = str(body.get("model", "ok"))
         client = request.scope.get("client") or ("", 0)
-        seen = Seen(model, body, dict(request.headers), client[1], received)
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        repeat = server.bodies.get(digest, 0)
+        server.bodies[digest] = repeat + 1
+        seen = Seen(model, body, dict(request.headers), client[1], received, repeat=repeat)
         server.seen.append(seen)
-        name, _, arg = model.partition(":")
+        name, _, arg = server.aliases.get(model, model).partition(":")
         stream = bool(body.get("stream"))
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         response = SCRIPTS[name](arg, stream, usage, seen)
