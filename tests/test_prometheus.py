@@ -17,7 +17,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from typing import Any
 import faultserver
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from aione_probe.peers.llama import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEEDUP = 60
@@ -64,12 +65,6 @@ UNEXERCISED_METRICS = (
     "reconcile",
     "verdict_timestamp",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> Any:
@@ -117,7 +112,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if binary is None:
         pytest.skip("prometheus is not installed (Debian: apt-get install prometheus)")
     tmp = tmp_path_factory.mktemp("prometheus")
-    probe_port, prom_port = _free_port(), _free_port()
+    probe_port, prom_port = free_port(), free_port()
     with faultserver.running() as fault:
         fault.aliases.update(MODELS)
         config = tmp / "probe.toml"
@@ -170,10 +165,11 @@ scrape_configs:
       - targets: ["127.0.0.1:{probe_port}"]
 """
         )
+        serve_log = open(tmp / "serve.log", "wb")  # noqa: SIM115 (closed in finally)
         serve = subprocess.Popen(
             [sys.executable, "-m", "aione_probe", "serve", "--config", str(config)],
             stdout=subprocess.DEVNULL,
-            stderr=open(tmp / "serve.log", "wb"),  # noqa: SIM115 (closed with the process)
+            stderr=serve_log,
         )
         prom_log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115
         prom = subprocess.Popen(
@@ -197,6 +193,7 @@ scrape_configs:
         finally:
             _stop(serve)
             _stop(prom)
+            serve_log.close()
             prom_log.close()
 
 
