@@ -165,6 +165,12 @@ scrape_configs:
       - targets: ["127.0.0.1:{probe_port}"]
 """
         )
+        # Our own files must not be the reason Prometheus does not start: that fails, not skips.
+        promtool = shutil.which("promtool")
+        if promtool is not None:
+            check = subprocess.run([promtool, "check", "config", str(tmp / "prometheus.yml")],
+                                   capture_output=True, text=True, timeout=120)  # fmt: skip
+            assert check.returncode == 0, check.stdout + check.stderr
         serve_log = open(tmp / "serve.log", "wb")  # noqa: SIM115 (closed in finally)
         serve = subprocess.Popen(
             [sys.executable, "-m", "aione_probe", "serve", "--config", str(config)],
