@@ -40,7 +40,7 @@ MODELS = {
     "flaky": "flaky",
     "ratelimited": "ratelimit",
     "truncating": "truncate",
-    "down": "down",
+    "down": "html:502",
 }
 # Which alerts must fire for which target (and no other may).
 EXPECTED = {
