@@ -35,8 +35,10 @@ from aione_probe.peers.llama import free_port
 ROOT = Path(__file__).resolve().parent.parent
 SPEEDUP = 60
 MODELS = {
-    "honest": "delay:150",
-    "slow": "delay:300",  # 2x the honest time to first token
+    # Latencies far apart: on a loaded 2-core machine (load average 11) the client's own
+    # lag put an honest 150 ms answer at p50 262 ms and p99 659 ms.
+    "honest": "delay:200",
+    "slow": "delay:1500",  # +1.3 s before the first byte, against a 1 s threshold
     "flaky": "flaky",
     "ratelimited": "ratelimit",
     "truncating": "truncate",
@@ -131,7 +133,7 @@ base_url = "{fault.base_url}"
 models = {json.dumps(list(MODELS))}
 max_concurrency = 16
 requests_per_minute = 100000
-timeouts = {{ connect = "2s", first_token = "2s", idle = "2s", total = "5s" }}
+timeouts = {{ connect = "5s", first_token = "5s", idle = "5s", total = "10s" }}
 retries = {{ max_attempts = 3, base_delay = "10ms", max_delay = "50ms" }}
 [[suites]]
 file = "smoke.toml"
@@ -146,8 +148,8 @@ cached_input = 0.5
 [budget]
 daily_cap = 1000.0
 [[slos]]
-ttft = {{ threshold = "250ms", target = 0.99 }}
-e2e = {{ threshold = "1s", target = 0.99 }}
+ttft = {{ threshold = "1s", target = 0.99 }}
+e2e = {{ threshold = "3s", target = 0.99 }}
 """
         )
         rules = tmp / "rules"
