@@ -205,6 +205,14 @@ def _check_config(args: argparse.Namespace) -> int:
             f"  {gw_name}/{model}: about {cost:.2f} {cfg.budget.currency}/day at the price table",
             highlight=False,
         )
+    if cfg.otel is not None:
+        headers = ", ".join(f"{h}=${e}" for h, e in cfg.otel.headers_env.items()) or "none"
+        console.print(
+            f"  otel: {cfg.otel.endpoint} every {cfg.otel.interval:g}s, headers {headers}, "
+            f"traces {'on' if cfg.otel.traces else 'off'}",
+            highlight=False,
+        )
+        cfg.otel.headers(cfg.path)  # an unset variable is a config error, before any send
     cap = cfg.budget.daily_cap
     console.print(f"  budget: {cap if cap is not None else 'no'} daily cap", highlight=False)
     return EXIT_OK
@@ -331,6 +339,8 @@ def _reloader(path: Path, pending: list[Config], stop: asyncio.Event) -> Callabl
         try:
             new = load_config(path)
             load_suites(new)
+            if new.otel is not None:
+                new.otel.headers(new.path)  # a variable that is not set keeps the old config
         except ConfigError as exc:
             log.error("reload failed, keeping the last good config: %s", exc)
             return
