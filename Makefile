@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PEER_STAMP := $(VENV)/.peer-installed
 # LiteLLM's proxy, a real gateway for the `peer` tests: its own venv, exact pins with hashes.
-LITELLM_VENV ?= .venv-litellm
+# Its location: $AIONE_LITELLM_VENV (the tests read it too; .ci/run keeps one outside the clone).
+LITELLM_VENV ?= $(or $(AIONE_LITELLM_VENV),.venv-litellm)
 LITELLM_STAMP := $(LITELLM_VENV)/.installed
 # llama.cpp built for any x86-64 (not only this CPU), so a cached wheel works on CI too.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
