@@ -52,6 +52,25 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
 SPEED_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
 
+HISTOGRAMS: dict[str, tuple[str, str, str, tuple[float, ...]]] = {
+    # key: (name, unit, description, bucket boundaries)
+    "duration": ("gen_ai.client.operation.duration", "s", "GenAI operation duration.",
+                 DURATION_BUCKETS),
+    "tokens": ("gen_ai.client.token.usage", "{token}", "Number of input and output tokens used.",
+               TOKEN_BUCKETS),
+    "first_chunk": ("gen_ai.client.operation.time_to_first_chunk", "s",
+                    "Time to receive the first chunk of a streamed response.", DURATION_BUCKETS),
+    "per_chunk": ("gen_ai.client.operation.time_per_output_chunk", "s",
+                  "Time between consecutive chunks of a streamed response.", DURATION_BUCKETS),
+    "ttft": ("aione_probe.client.time_to_first_token", "s",
+             "Time to the first content token (streamed) or to the full body (plain).",
+             DURATION_BUCKETS),
+    "tpot": ("aione_probe.client.time_per_output_token", "s",
+             "(e2e - ttft) / (completion_tokens - 1) of a streamed response.", TPOT_BUCKETS),
+    "speed": ("aione_probe.client.output_tokens_per_second", "{token}/s",
+              "Output speed after the first token of a streamed response.", SPEED_BUCKETS),
+}  # fmt: skip
+
 
 def _server(base_url: str) -> dict[str, Any]:
     """`server.address` and `server.port` of a gateway: host and port only, never userinfo."""
@@ -105,40 +124,12 @@ class OtelExporter:
         self._gateways = {g.name: (g.protocol, _server(g.base_url)) for g in gateways}
         self._seen_models: dict[tuple[str, str], list[str]] = {}
         meter = self._meters.get_meter(SCOPE, __version__)
-
-        def histogram(name: str, unit: str, what: str, buckets: tuple[float, ...]) -> Any:
-            return meter.create_histogram(
+        self._h = {
+            key: meter.create_histogram(
                 name, unit, what, explicit_bucket_boundaries_advisory=buckets
             )
-
-        self._duration = histogram(
-            "gen_ai.client.operation.duration", "s", "GenAI operation duration.", DURATION_BUCKETS
-        )
-        self._tokens = histogram(
-            "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used.",
-            TOKEN_BUCKETS,
-        )  # fmt: skip
-        self._first_chunk = histogram(
-            "gen_ai.client.operation.time_to_first_chunk", "s",
-            "Time to receive the first chunk of a streamed response.", DURATION_BUCKETS,
-        )  # fmt: skip
-        self._per_chunk = histogram(
-            "gen_ai.client.operation.time_per_output_chunk", "s",
-            "Time between consecutive chunks of a streamed response.", DURATION_BUCKETS,
-        )  # fmt: skip
-        self._ttft = histogram(
-            "aione_probe.client.time_to_first_token", "s",
-            "Time to the first content token (streamed) or to the full body (plain).",
-            DURATION_BUCKETS,
-        )  # fmt: skip
-        self._tpot = histogram(
-            "aione_probe.client.time_per_output_token", "s",
-            "(e2e - ttft) / (completion_tokens - 1) of a streamed response.", TPOT_BUCKETS,
-        )  # fmt: skip
-        self._speed = histogram(
-            "aione_probe.client.output_tokens_per_second", "{token}/s",
-            "Output speed after the first token of a streamed response.", SPEED_BUCKETS,
-        )  # fmt: skip
+            for key, (name, unit, what, buckets) in HISTOGRAMS.items()
+        }
         self._cost = meter.create_counter(
             "aione_probe.cost", f"{{{currency}}}", "Cost of every attempt at the price table."
         )
@@ -164,13 +155,13 @@ class OtelExporter:
         attrs = self._attributes(obs, suite)
         duration = _finite(obs.end_s)
         if duration is not None:
-            self._duration.record(duration, attrs)
+            self._h["duration"].record(duration, attrs)
         for kind, value in (
             ("input", obs.usage.prompt_tokens),
             ("output", obs.usage.completion_tokens),
         ):
             if (tokens := _finite(value)) is not None:
-                self._tokens.record(int(tokens), {**attrs, "gen_ai.token.type": kind})
+                self._h["tokens"].record(int(tokens), {**attrs, "gen_ai.token.type": kind})
         if obs.ok:
             self._timings(obs, attrs)
         if (amount := _finite(cost)) is not None:
@@ -245,19 +236,19 @@ class OtelExporter:
 
     def _timings(self, obs: Observation, attrs: dict[str, Any]) -> None:
         if (ttft := _finite(obs.ttft_s)) is not None:
-            self._ttft.record(ttft, attrs)
+            self._h["ttft"].record(ttft, attrs)
         if not obs.stream:
             return
         for instrument, value in (
-            (self._first_chunk, obs.first_chunk_s),
-            (self._tpot, obs.tpot_s),
-            (self._speed, obs.output_tokens_per_s),
+            (self._h["first_chunk"], obs.first_chunk_s),
+            (self._h["tpot"], obs.tpot_s),
+            (self._h["speed"], obs.output_tokens_per_s),
         ):
             if (v := _finite(value)) is not None:
                 instrument.record(v, attrs)
         for gap in obs.gaps_s:
             if (v := _finite(gap)) is not None:
-                self._per_chunk.record(v, attrs)
+                self._h["per_chunk"].record(v, attrs)
 
     def _span(
         self, obs: Observation, request: ChatRequest, attrs: dict[str, Any], probe_id: str

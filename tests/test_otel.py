@@ -258,3 +258,37 @@ def test_check_config_names_an_unset_header_variable(
     out = " ".join(capsys.readouterr().out.split())
     assert "otel: http://127.0.0.1:4318 every 3600s, headers authorization=$OTEL_TEST_TOKEN" in out
     assert TOKEN not in out
+
+
+def test_off_by_default(tmp_path: Path) -> None:
+    from aione_probe.config import load_config
+    from aione_probe.service import Service
+
+    gateways = _gateway("gw", "http://127.0.0.1:9/v1", '["m"]')
+    service = Service(load_config(_config(tmp_path, gateways, "smoke.toml", "")))
+    assert service.otel is None
+
+
+def test_gateway_strings_are_bounded_and_userinfo_never_exported() -> None:
+    """A relay echoing a new model name per request makes at most 3 series per target."""
+    from aione_probe.config import GatewayConfig, OtelConfig
+    from aione_probe.otel import OTHER, OtelExporter
+    from aione_probe.types import ChatRequest, Observation
+
+    gw = GatewayConfig(name="gw", base_url="https://user:pw-secret@relay.example:8443/v1")
+    with otlp_receiver.running() as rx:
+        exporter = OtelExporter(OtelConfig(endpoint=rx.endpoint), [gw], headers={})
+        request = ChatRequest(model="m", messages=({"role": "user", "content": "hi"},))
+        for i in range(6):
+            obs = Observation(gateway="gw", model="m", response_model=f"fake-{i}" + "x" * 300)
+            obs.end_s = 0.1
+            exporter.observe(obs, request=request, suite="s", probe_id="p", cost=None)
+        exporter.shutdown()
+    duration = _by(rx.points(), "gen_ai.client.operation.duration")
+    models = {p.attributes["gen_ai.response.model"]: p.count for p in duration}
+    assert len(models) == 4 and models[OTHER] == 3
+    assert all(len(m) <= 128 for m in models)
+    assert {(p.attributes["server.address"], p.attributes["server.port"]) for p in duration} == {
+        ("relay.example", 8443)
+    }
+    assert all(b"pw-secret" not in r.raw for r in rx.received)

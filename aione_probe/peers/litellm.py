@@ -19,12 +19,9 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-
-from aione_probe.peers.llama import free_port
+from aione_probe.peers.llama import free_port, stop_child, wait_until_ready
 
 VENV_ENV = "AIONE_LITELLM_VENV"
 DEFAULT_VENV = Path(".venv-litellm")
@@ -115,15 +112,9 @@ class LiteLLMProxy:
         ]  # fmt: skip
         with self._log.open("ab") as log:
             self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            with contextlib.suppress(httpx.HTTPError):
-                url = f"{self.base_url}/health/liveliness"
-                if httpx.get(url, timeout=2.0).status_code == 200:
-                    return self
-            time.sleep(0.25)
+        url = f"{self.base_url}/health/liveliness"
+        if wait_until_ready(self._proc, url, timeout_s=START_TIMEOUT_S):
+            return self
         tail = self._log.read_text(errors="replace")[-3000:]
         self.stop()
         raise RuntimeError(f"LiteLLM proxy did not start:\n{tail}")
@@ -131,14 +122,8 @@ class LiteLLMProxy:
     def stop(self) -> None:
         """Stop the proxy (SIGTERM, then SIGKILL after 10 s)."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_child(proc)
 
     def __enter__(self) -> LiteLLMProxy:
         return self.start()
