@@ -43,6 +43,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from aione_probe.redact import printable
 from aione_probe.types import CheckResult, CheckValue, Observation, Usage
 
 PREFIX = "aione_probe_"
@@ -520,7 +521,8 @@ def _number(value: Any) -> float | None:
 
 
 def _bounded(value: str) -> str:
-    return str(value)[:MAX_LABEL_CHARS]
+    # Label values may come from a gateway (echoed model names): no secrets, one line.
+    return printable(value)[:MAX_LABEL_CHARS]
 
 
 def _unix(at: datetime) -> float:
