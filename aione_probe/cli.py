@@ -178,6 +178,8 @@ def _check_config(args: argparse.Namespace) -> int:
         errors = key_problems(cfg)
     except ConfigError as exc:
         errors = [exc, *key_problems(cfg)]
+    if cfg.otel is not None:
+        errors += cfg.otel.header_problems(cfg.path)
     if errors:
         raise config_errors(errors)
     console.print(f"{path}: OK", highlight=False)
@@ -226,7 +228,6 @@ def _check_config(args: argparse.Namespace) -> int:
             f"traces {'on' if cfg.otel.traces else 'off'}",
             highlight=False,
         )
-        cfg.otel.headers(cfg.path)  # an unset variable is a config error, before any send
     cap = cfg.budget.daily_cap
     console.print(f"  budget: {cap if cap is not None else 'no'} daily cap", highlight=False)
     return EXIT_OK

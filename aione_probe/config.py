@@ -397,23 +397,25 @@ class OtelConfig(_Model):
             raise ValueError("must be greater than zero")
         return v
 
+    def header_problems(self, source: Path) -> list[ConfigError]:
+        """Every header variable that is not set now (`check-config` lists them all)."""
+        return [
+            ConfigError(
+                str(source), f"otel.headers_env.{header}", f"environment variable {env} is not set"
+            )
+            for header, env in self.headers_env.items()
+            if not os.environ.get(env, "").strip()
+        ]
+
     def headers(self, source: Path) -> dict[str, str]:
         """The export headers, read now from the environment.
 
         Raises:
             ConfigError: a named variable is not set (naming `source` and the key).
         """
-        out = {}
-        for header, env in self.headers_env.items():
-            value = os.environ.get(env, "").strip()
-            if not value:
-                raise ConfigError(
-                    str(source),
-                    f"otel.headers_env.{header}",
-                    f"environment variable {env} is not set",
-                )
-            out[header] = value
-        return out
+        if problems := self.header_problems(source):
+            raise config_errors(problems)
+        return {header: os.environ[env].strip() for header, env in self.headers_env.items()}
 
 
 class Config(_Model):

@@ -11,9 +11,9 @@ attempts), with ``gen_ai.operation.name``, ``gen_ai.provider.name`` (the wire pr
 ``server.address`` and ``server.port``. What the conventions do not name (TTFT to the first
 *content* token, TPOT, output speed, cost, checks, runs) is exported under ``aione_probe.*``.
 
-Attributes are built from an allow-list: names from the config, small enums and bounded
-strings the gateway echoed (model, response id). Never a URL path or query, a header, an
-error message, a prompt or an answer, so a key a gateway echoes cannot reach a collector.
+Attributes are built from an allow-list: names from the config, small enums and the few
+strings the gateway echoed (model, response id, finish reason), scrubbed of keys and
+bounded. Never a URL path or query, a header, an error message, a prompt or an answer.
 The exporter is OTLP over HTTP/protobuf (`opentelemetry-exporter-otlp-proto-http`), on
 background threads of the SDK; a collector that is down costs logged export errors, never
 a probe.
@@ -37,6 +37,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from aione_probe import __version__
 from aione_probe.config import GatewayConfig, OtelConfig
 from aione_probe.metrics import RESPONSE_MODELS_PER_TARGET, _bounded, _valid
+from aione_probe.redact import scrub
 from aione_probe.types import ChatRequest, CheckResult, CheckValue, Observation
 
 SCOPE = "aione_probe"
@@ -77,6 +78,11 @@ def _server(base_url: str) -> dict[str, Any]:
     parts = urlsplit(base_url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return {"server.address": parts.hostname or "", "server.port": port}
+
+
+def _untrusted(text: str) -> str:
+    """A string the gateway sent, as an attribute: keys scrubbed (it may echo one), bounded."""
+    return _bounded(scrub(text))
 
 
 def _finite(value: float | int | None) -> float | None:
@@ -225,7 +231,7 @@ class OtelExporter:
     def _response_model(self, obs: Observation) -> str:
         # Gateway-controlled: a relay that echoes a new name per request must not create a
         # new time series each time (the same bound the Prometheus info metric keeps).
-        name = _bounded(obs.response_model or "")
+        name = _untrusted(obs.response_model or "")
         seen = self._seen_models.setdefault((obs.gateway, obs.model), [])
         if name in seen:
             return name
@@ -266,7 +272,7 @@ class OtelExporter:
             "gen_ai.request.temperature": request.temperature,
             "gen_ai.request.top_p": request.top_p,
             "gen_ai.request.seed": request.seed,
-            "gen_ai.response.id": _bounded(obs.response_id) if obs.response_id else None,
+            "gen_ai.response.id": _untrusted(obs.response_id) if obs.response_id else None,
             "gen_ai.usage.input_tokens": obs.usage.prompt_tokens,
             "gen_ai.usage.output_tokens": obs.usage.completion_tokens,
             "gen_ai.usage.cache_read.input_tokens": obs.usage.cached_tokens,
@@ -277,7 +283,7 @@ class OtelExporter:
         if request.response_format:
             optional["gen_ai.output.type"] = "json"
         if obs.finish_reason:
-            optional["gen_ai.response.finish_reasons"] = [_bounded(obs.finish_reason)]
+            optional["gen_ai.response.finish_reasons"] = [_untrusted(obs.finish_reason)]
         if obs.stream and obs.first_chunk_s is not None:
             optional["gen_ai.response.time_to_first_chunk"] = _finite(obs.first_chunk_s)
         span_attrs.update({k: v for k, v in optional.items() if v is not None})

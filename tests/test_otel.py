@@ -248,6 +248,7 @@ def test_check_config_names_an_unset_header_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("OTEL_TEST_TOKEN", raising=False)
+    monkeypatch.setenv("OTEL_TEST_GATEWAY_KEY", "k")
     gateways = _gateway("gw", "http://127.0.0.1:9/v1", '["m"]')
     cfg = _config(tmp_path, gateways, "smoke.toml", _otel("http://127.0.0.1:4318"))
     assert main(["check-config", str(cfg)]) == 2
@@ -273,15 +274,17 @@ def test_gateway_strings_are_bounded_and_userinfo_never_exported() -> None:
     """A relay echoing a new model name per request makes at most 3 series per target."""
     from aione_probe.config import GatewayConfig, OtelConfig
     from aione_probe.otel import OTHER, OtelExporter
+    from aione_probe.redact import register_secret
     from aione_probe.types import ChatRequest, Observation
 
+    register_secret(faultserver.LEAKED_KEY)  # as the config does when it reads the key
     gw = GatewayConfig(name="gw", base_url="https://user:pw-secret@relay.example:8443/v1")
     with otlp_receiver.running() as rx:
         exporter = OtelExporter(OtelConfig(endpoint=rx.endpoint), [gw], headers={})
         request = ChatRequest(model="m", messages=({"role": "user", "content": "hi"},))
         for i in range(6):
             obs = Observation(gateway="gw", model="m", response_model=f"fake-{i}" + "x" * 300)
-            obs.end_s = 0.1
+            obs.end_s, obs.response_id = 0.1, f"id-{faultserver.LEAKED_KEY}"
             exporter.observe(obs, request=request, suite="s", probe_id="p", cost=None)
         exporter.shutdown()
     duration = _by(rx.points(), "gen_ai.client.operation.duration")
@@ -291,4 +294,7 @@ def test_gateway_strings_are_bounded_and_userinfo_never_exported() -> None:
     assert {(p.attributes["server.address"], p.attributes["server.port"]) for p in duration} == {
         ("relay.example", 8443)
     }
-    assert all(b"pw-secret" not in r.raw for r in rx.received)
+    for r in rx.received:
+        assert b"pw-secret" not in r.raw and faultserver.LEAKED_KEY[3:].encode() not in r.raw
+    ids = {span_attributes(s)["gen_ai.response.id"] for s in rx.spans()}
+    assert ids == {"[redacted]"}
