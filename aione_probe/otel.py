@@ -3,7 +3,7 @@
 The runner hands each attempt here right where it feeds the Prometheus instruments, so both
 exports see the same observations. Names and attributes follow the OpenTelemetry GenAI
 semantic conventions (client metrics and inference spans, development status, as of
-semantic-conventions 1.40): ``gen_ai.client.operation.duration`` (every attempt, failed ones
+semantic-conventions v1.41.0): ``gen_ai.client.operation.duration`` (every attempt, failed ones
 with ``error.type``), ``gen_ai.client.token.usage`` (``gen_ai.token.type`` input/output),
 ``gen_ai.client.operation.time_to_first_chunk`` and ``time_per_output_chunk`` (streamed
 attempts), with ``gen_ai.operation.name``, ``gen_ai.provider.name`` (the wire protocol:

@@ -27,6 +27,10 @@ from aione_probe.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "otlp-token-7f3a9c"
+# Keys the tests configure or register stay registered for the whole process (the scrubber
+# redacts any 6 of their characters anywhere): letters no other test string contains.
+GATEWAY_KEY = "sk-otel-WqZrTyPxVkMn"
+ECHOED = "QmZxJvWrTpLkVnHd"
 SPAN_KIND_CLIENT = 3  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_CLIENT
 STATUS_CODE_ERROR = 2
 
@@ -88,7 +92,7 @@ def test_a_run_exports_genai_metrics_and_one_span_per_attempt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_TEST_TOKEN", f"Bearer {TOKEN}")
-    monkeypatch.setenv("OTEL_TEST_GATEWAY_KEY", faultserver.LEAKED_KEY)
+    monkeypatch.setenv("OTEL_TEST_GATEWAY_KEY", GATEWAY_KEY)
     with (
         otlp_receiver.running() as rx,
         run_in_thread(default_sim_config(time_scale=0.05)) as sim,
@@ -183,7 +187,7 @@ def test_failed_attempts_carry_error_type_and_never_a_secret(
 ) -> None:
     """The fault server answers 401 with the key in the message, and 429 (retried)."""
     monkeypatch.setenv("OTEL_TEST_TOKEN", f"Bearer {TOKEN}")
-    monkeypatch.setenv("OTEL_TEST_GATEWAY_KEY", faultserver.LEAKED_KEY)
+    monkeypatch.setenv("OTEL_TEST_GATEWAY_KEY", GATEWAY_KEY)
     suite = tmp_path / "faults.toml"
     suite.write_text(
         """
@@ -277,14 +281,14 @@ def test_gateway_strings_are_bounded_and_userinfo_never_exported() -> None:
     from aione_probe.redact import register_secret
     from aione_probe.types import ChatRequest, Observation
 
-    register_secret(faultserver.LEAKED_KEY)  # as the config does when it reads the key
+    register_secret(ECHOED)  # as the config does when it reads a key
     gw = GatewayConfig(name="gw", base_url="https://user:pw-secret@relay.example:8443/v1")
     with otlp_receiver.running() as rx:
         exporter = OtelExporter(OtelConfig(endpoint=rx.endpoint), [gw], headers={})
         request = ChatRequest(model="m", messages=({"role": "user", "content": "hi"},))
         for i in range(6):
             obs = Observation(gateway="gw", model="m", response_model=f"fake-{i}" + "x" * 300)
-            obs.end_s, obs.response_id = 0.1, f"id-{faultserver.LEAKED_KEY}"
+            obs.end_s, obs.response_id = 0.1, f"id-{ECHOED}"
             exporter.observe(obs, request=request, suite="s", probe_id="p", cost=None)
         exporter.shutdown()
     duration = _by(rx.points(), "gen_ai.client.operation.duration")
@@ -295,6 +299,6 @@ def test_gateway_strings_are_bounded_and_userinfo_never_exported() -> None:
         ("relay.example", 8443)
     }
     for r in rx.received:
-        assert b"pw-secret" not in r.raw and faultserver.LEAKED_KEY[3:].encode() not in r.raw
+        assert b"pw-secret" not in r.raw and ECHOED[:6].encode() not in r.raw
     ids = {span_attributes(s)["gen_ai.response.id"] for s in rx.spans()}
     assert ids == {"[redacted]"}
