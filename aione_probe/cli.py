@@ -32,6 +32,7 @@ from aione_probe.estimate import daily_cost, estimate_suite
 from aione_probe.redact import install_log_redaction, printable
 from aione_probe.runner import RunSummary
 from aione_probe.service import Service, load_suites, write_report
+from aione_probe.slo import slo_flags
 from aione_probe.store import Store
 from aione_probe.types import utcnow
 
@@ -230,6 +231,8 @@ def _check_config(args: argparse.Namespace) -> int:
         )
     cap = cfg.budget.daily_cap
     console.print(f"  budget: {cap if cap is not None else 'no'} daily cap", highlight=False)
+    for where, flag in slo_flags(cfg):
+        console.print(f"  warning: {where}: {flag}", style="yellow", highlight=False)
     return EXIT_OK
 
 

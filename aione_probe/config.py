@@ -29,6 +29,7 @@ from pydantic import (
 from aione_probe.cost import Price
 from aione_probe.errors import ConfigError, config_errors
 from aione_probe.redact import register_secret
+from aione_probe.slo import Objectives
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -418,6 +419,55 @@ class OtelConfig(_Model):
         return {header: os.environ[env].strip() for header, env in self.headers_env.items()}
 
 
+_TargetRatio = Annotated[float, Field(gt=0, le=1)]
+
+
+class LatencyObjective(_Model):
+    """`target` share of a target's answers within `threshold` seconds."""
+
+    threshold: Duration
+    target: _TargetRatio = 0.99
+
+    @field_validator("threshold")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than zero")
+        return v
+
+
+_DEFAULT = Objectives()
+
+
+class SloConfig(_Model):
+    """Objectives for the targets it covers; the first ``[[slos]]`` entry that covers a
+    target applies, and unset keys take AIone's defaults (see `slo.Objectives`)."""
+
+    gateways: list[str] = []
+    models: list[str] = []
+    availability: _TargetRatio = _DEFAULT.availability_target
+    ttft: LatencyObjective = LatencyObjective(
+        threshold=_DEFAULT.ttft_s, target=_DEFAULT.ttft_target
+    )
+    e2e: LatencyObjective = LatencyObjective(threshold=_DEFAULT.e2e_s, target=_DEFAULT.e2e_target)
+
+    def covers(self, gateway: str, model: str) -> bool:
+        """Whether this entry applies to (gateway, model)."""
+        if self.gateways and gateway not in self.gateways:
+            return False
+        return not self.models or any(fnmatch.fnmatchcase(model, p) for p in self.models)
+
+    def objectives(self) -> Objectives:
+        """The objectives as the metrics and SLI counting use them."""
+        return Objectives(
+            availability_target=self.availability,
+            ttft_s=self.ttft.threshold,
+            ttft_target=self.ttft.target,
+            e2e_s=self.e2e.threshold,
+            e2e_target=self.e2e.target,
+        )
+
+
 class Config(_Model):
     """The whole configuration."""
 
@@ -432,6 +482,7 @@ class Config(_Model):
     reports: Reports = Reports()
     authenticity: AuthenticityConfig = AuthenticityConfig()
     drift: DriftConfig = DriftConfig()
+    slos: list[SloConfig] = []
     otel: OtelConfig | None = None
 
     @model_validator(mode="after")
@@ -449,6 +500,10 @@ class Config(_Model):
         jobs = [s.job_name for s in self.suites]
         if len(set(jobs)) != len(jobs):
             raise ValueError("two suites share a name: give one a distinct `name`")
+        for i, slo in enumerate(self.slos):
+            for g in slo.gateways:
+                if g not in names:
+                    raise ValueError(f"slos[{i}].gateways names unknown gateway {g!r}")
         for g in self.budget.per_gateway:
             if g not in names:
                 raise ValueError(f"budget.per_gateway names unknown gateway {g!r}")
@@ -464,6 +519,13 @@ class Config(_Model):
             if g.name == name:
                 return g
         raise KeyError(name)
+
+    def objectives_for(self, gateway: str, model: str) -> Objectives:
+        """The SLOs of (gateway, model): the first covering ``[[slos]]`` entry, or defaults."""
+        for slo in self.slos:
+            if slo.covers(gateway, model):
+                return slo.objectives()
+        return Objectives()
 
     def price_for(self, model: str) -> Price | None:
         """The model's price: an exact key first, then the longest matching glob pattern."""

@@ -206,6 +206,8 @@ async def _run_groups(
                 otel.observe(
                     obs, request=request, suite=suite_name, probe_id=inst.probe.id, cost=cost
                 )
+        if metrics is not None:
+            metrics.observe_request(attempts[-1])
         ctx = context.for_(inst, request)
         checks = run_checks(inst, attempts[-1], ctx, suite.default_checks)
         if metrics is not None:

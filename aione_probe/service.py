@@ -134,12 +134,22 @@ class Service:
                     Store.ensure_target, gw.name, gw.base_url, gw.protocol, model
                 )
         for job in self.plan():
+            t, name = job.target, job.suite.job_name
             # Cron suites export their mean interval, so staleness alerts cover them too.
             self.metrics.set_suite_config(
-                job.target.gateway,
-                job.target.model,
-                job.suite.job_name,
+                t.gateway,
+                t.model,
+                name,
                 job.suite.interval or 86400.0 / max(runs_per_day(job.suite), 1e-9),
+            )
+            suite = self.suites[name]
+            self.metrics.declare_job(
+                t.gateway,
+                t.model,
+                name,
+                streams={i.stream for i in suite.expand(0, cheap_only=job.suite.cheap_only)},
+                checks=suite.check_names(),
+                objectives=self.cfg.objectives_for(t.gateway, t.model),
             )
 
     async def aclose(self) -> None:

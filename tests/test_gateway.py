@@ -450,7 +450,7 @@ def test_parse_error_body_shapes() -> None:
     assert parse_error_body(anthropic) == ErrorInfo("overloaded_error", None, "Overloaded")
     assert parse_error_body({"error": "plain string"}).message == "plain string"
     assert parse_error_body({"detail": "Not Found"}).message == "Not Found"
-    assert parse_error_body(b"<html>502</html>").message == "<html>502</html>"
+    assert parse_error_body(b"<html>502</html>").message == "an HTML error page"
     assert parse_error_body(b"") == ErrorInfo()
     assert parse_error_body(b"[1]") == ErrorInfo()
 

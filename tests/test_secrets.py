@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -131,7 +132,13 @@ def test_canary_key_echoed_by_the_gateway_is_nowhere(tmp_path: Path) -> None:
                 while time.monotonic() < deadline:
                     with contextlib.suppress(httpx.HTTPError):
                         scrape = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-                    if scrape.count('aione_probe_suite_runs_total{gateway="canary"') >= 4:
+                    # Series are declared at 0 from the start: count those that moved.
+                    runs = re.findall(
+                        r'^aione_probe_suite_runs_total\{gateway="canary"[^}]*\} (\S+)$',
+                        scrape,
+                        re.M,
+                    )
+                    if sum(float(v) > 0 for v in runs) >= 4:
                         break
                     time.sleep(0.5)
                 proc.send_signal(signal.SIGTERM)
