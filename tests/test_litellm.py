@@ -4,13 +4,17 @@ The shipped smoke and behaviour suites run through aione-probe's real runner aga
 LiteLLM's OpenAI ``/v1/chat/completions`` and Anthropic ``/v1/messages`` endpoints, and the
 behaviour suite also against llama.cpp directly (the control). What the probe must find:
 
-* no failed request on either protocol, the echoed model is the requested one, and a
-  reply cut at ``max_tokens`` says ``length`` (Anthropic's ``max_tokens``);
+* no failed request on either protocol, the echoed model is the requested one, and every
+  plain answer's ``finish_reason`` agrees with its usage (Anthropic's ``max_tokens`` is
+  ``length``);
 * a real gateway defect: LiteLLM's streamed usage reports far fewer prompt tokens than its
   plain answer (14-20 against 38-43 here), identically over both protocols, while the
   plain count is llama.cpp's own: ``prompt_tokens_consistent`` fails on both endpoints;
+* the same defect on the completion side: a stream llama.cpp cut at ``max_tokens`` (5
+  tokens: "12345") is billed as 2 completion tokens, so ``finish_reason`` "length" no
+  longer agrees with the usage and the ``finish_reason`` check flags it;
 * LiteLLM adds the usage chunk llama.cpp leaves out of streams (``usage_in_stream`` passes
-  through the gateway and fails directly): its own estimate, hence the defect above;
+  through the gateway and fails directly): its own estimate, hence the defects above;
 * the proxy's key never reaches the store.
 
 LiteLLM starts once per session (about 7 s); the run sends 42 requests.
@@ -34,7 +38,6 @@ pytestmark = [pytest.mark.peer, pytest.mark.litellm]
 ROOT = Path(__file__).resolve().parent.parent
 VIA = {"litellm-openai": "openai", "litellm-anthropic": "anthropic"}
 PLAIN_VS_STREAM = {"smoke": "plain-vs-stream", "behaviour": "usage-plain-vs-stream-01"}
-LENGTH_PROBES = {"finish-length", "finish-length-01", "finish-length-stream-01"}
 
 
 def _gateway(name: str, base_url: str, protocol: str, key: bool) -> str:
@@ -107,12 +110,40 @@ def test_both_protocols_answer_every_probe(probed: Store, gateway: str) -> None:
     assert {r.protocol for r in rows} == {VIA[gateway]}
     assert {r.response_model for r in rows} == {"smollm2"}
     assert {r.stream for r in rows} == {True, False}
-    for probe in LENGTH_PROBES:
-        suite = "smoke" if probe == "finish-length" else "behaviour"
-        assert _check(probed, gateway, suite, probe, "finish_reason") == ["pass"], probe
-    if VIA[gateway] == "anthropic":
-        cut = [r for r in rows if r.probe_id in LENGTH_PROBES]
-        assert {r.raw_finish_reason for r in cut} == {"max_tokens"}
+    # Plain answers carry llama.cpp's own usage: finish_reason and usage always agree.
+    plain = {r.id for r in rows if not r.stream}
+    judged = [
+        c.value
+        for c in probed.check_results(gateway, "smollm2", name="finish_reason")
+        if c.observation_id in plain
+    ]
+    assert len(judged) >= 8 and set(judged) == {"pass"}
+    cut = [r for r in rows if r.finish_reason == "length"]
+    assert cut and {r.raw_finish_reason for r in cut} == {
+        "max_tokens" if VIA[gateway] == "anthropic" else "length"
+    }
+
+
+@pytest.mark.parametrize("gateway", sorted(VIA))
+def test_streamed_usage_undercounts_completion_tokens(probed: Store, gateway: str) -> None:
+    """A stream cut at max_tokens = 5 is billed as fewer tokens, so "length" looks false."""
+    (row,) = [
+        r for r in probed.observations(gateway, "smollm2", "smoke") if r.probe_id == "finish-length"
+    ]
+    assert row.stream and row.finish_reason == "length"
+    assert row.completion_tokens is not None and row.completion_tokens < 5, row.content
+    (check,) = [
+        c for c in probed.check_results(gateway, "smollm2", "smoke", "finish_reason")
+        if c.observation_id == row.id
+    ]  # fmt: skip
+    assert check.value == "fail" and "stayed below max_tokens 5" in check.explanation
+    # The same cut through llama.cpp directly, plain: its own count is max_tokens exactly.
+    (direct,) = [
+        r
+        for r in probed.observations("llama-direct", "smollm2", "behaviour")
+        if r.probe_id == "finish-length-01"
+    ]
+    assert direct.finish_reason == "length" and direct.completion_tokens == 5
 
 
 @pytest.mark.parametrize("gateway", sorted(VIA))
