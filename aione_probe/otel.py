@@ -21,7 +21,7 @@ a probe.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +38,7 @@ from aione_probe import __version__
 from aione_probe.config import GatewayConfig, OtelConfig
 from aione_probe.metrics import RESPONSE_MODELS_PER_TARGET, _bounded, _valid
 from aione_probe.redact import scrub
+from aione_probe.slo import Objectives, sli_events
 from aione_probe.types import ChatRequest, CheckResult, CheckValue, Observation
 
 SCOPE = "aione_probe"
@@ -104,6 +105,7 @@ class OtelExporter:
         *,
         headers: dict[str, str],
         currency: str = "USD",
+        objectives: Callable[[str, str], Objectives] | None = None,
     ) -> None:
         resource = Resource.create(
             {"service.name": cfg.service_name, "service.version": __version__}
@@ -145,6 +147,10 @@ class OtelExporter:
         self._runs = meter.create_counter(
             "aione_probe.suite_runs", "{run}", "Finished suite runs by status."
         )
+        self._slo_events = meter.create_counter(
+            "aione_probe.slo.events", "{event}", "SLI events of final attempts, good or bad."
+        )
+        self._objectives = objectives or (lambda _gateway, _model: Objectives())
         self._tracer = self._tracers.get_tracer(SCOPE, __version__) if self._tracers else None
 
     # ----------------------------------------------------------------- recording
@@ -174,6 +180,19 @@ class OtelExporter:
             self._cost.add(amount, attrs)
         if self._tracer is not None:
             self._span(obs, request, attrs, probe_id)
+
+    def observe_request(self, final: Observation, *, suite: str) -> None:
+        """Count one request's SLI events (availability, TTFT, e2e) from its final attempt."""
+        base = self._target(final.gateway, final.model, suite)
+        for slo, good in sli_events(final, self._objectives(final.gateway, final.model)):
+            self._slo_events.add(
+                1,
+                {
+                    **base,
+                    "aione_probe.slo.name": slo,
+                    "aione_probe.slo.event": "good" if good else "bad",
+                },
+            )
 
     def observe_checks(
         self, gateway: str, model: str, suite: str, results: list[CheckResult]

@@ -208,6 +208,8 @@ async def _run_groups(
                 )
         if metrics is not None:
             metrics.observe_request(attempts[-1])
+        if otel is not None:
+            otel.observe_request(attempts[-1], suite=suite_name)
         ctx = context.for_(inst, request)
         checks = run_checks(inst, attempts[-1], ctx, suite.default_checks)
         if metrics is not None:

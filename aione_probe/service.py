@@ -443,7 +443,13 @@ def open_otel(cfg: Config) -> OtelExporter | None:
         raise ConfigError(
             str(cfg.path), "otel", f"needs the otel extra: pip install 'aione-probe[otel]' ({exc})"
         ) from None
-    return OtelExporter(cfg.otel, cfg.gateways, headers=headers, currency=cfg.budget.currency)
+    return OtelExporter(
+        cfg.otel,
+        cfg.gateways,
+        headers=headers,
+        currency=cfg.budget.currency,
+        objectives=cfg.objectives_for,
+    )
 
 
 def write_report(store: Store, since: datetime, until: datetime, out_dir: Path) -> Path:

@@ -157,6 +157,15 @@ def test_a_run_exports_genai_metrics_and_one_span_per_attempt(
         assert [(p.attributes["aione_probe.run.status"], p.sum) for p in runs] == [
             (store.runs(gateway)[0].status, 1)
         ]
+        finals = [r for r in rows if r.final]
+        slo = Counter()
+        for p in _by(mine, "aione_probe.slo.events"):
+            slo[(p.attributes["aione_probe.slo.name"], p.attributes["aione_probe.slo.event"])] += (
+                p.sum
+            )
+        assert slo[("availability", "good")] == sum(r.failure == "ok" for r in finals)
+        assert slo[("availability", "good")] + slo[("availability", "bad")] == len(finals)
+        assert slo[("ttft", "good")] + slo[("ttft", "bad")] == sum(r.stream for r in finals)
         cost = _by(mine, "aione_probe.cost")
         assert cost[0].unit == "{USD}"
         assert sum(p.sum for p in cost) == pytest.approx(sum(r.cost or 0 for r in rows))
