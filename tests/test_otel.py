@@ -8,6 +8,8 @@ one span, token sums equal to usage sums, the GenAI attribute set, and no secret
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,9 +23,13 @@ import otlp_receiver
 from otlp_receiver import Point, span_attributes
 
 from aione_probe.cli import main
-from aione_probe.otel import DURATION_BUCKETS, TOKEN_BUCKETS
+from aione_probe.config import GatewayConfig, OtelConfig, load_config
+from aione_probe.otel import DURATION_BUCKETS, OTHER, TOKEN_BUCKETS, OtelExporter
+from aione_probe.redact import register_secret
+from aione_probe.service import Service
 from aione_probe.sim import default_sim_config, run_in_thread
 from aione_probe.store import Store
+from aione_probe.types import ChatRequest, Observation
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "otlp-token-7f3a9c"
@@ -275,21 +281,16 @@ def test_check_config_names_an_unset_header_variable(
 
 
 def test_off_by_default(tmp_path: Path) -> None:
-    from aione_probe.config import load_config
-    from aione_probe.service import Service
-
     gateways = _gateway("gw", "http://127.0.0.1:9/v1", '["m"]')
     service = Service(load_config(_config(tmp_path, gateways, "smoke.toml", "")))
-    assert service.otel is None
+    try:
+        assert service.otel is None
+    finally:
+        asyncio.run(service.aclose())
 
 
 def test_gateway_strings_are_bounded_and_userinfo_never_exported() -> None:
     """A relay echoing a new model name per request makes at most 3 series per target."""
-    from aione_probe.config import GatewayConfig, OtelConfig
-    from aione_probe.otel import OTHER, OtelExporter
-    from aione_probe.redact import register_secret
-    from aione_probe.types import ChatRequest, Observation
-
     register_secret(ECHOED)  # as the config does when it reads a key
     gw = GatewayConfig(name="gw", base_url="https://user:pw-secret@relay.example:8443/v1")
     with otlp_receiver.running() as rx:
@@ -311,3 +312,21 @@ def test_gateway_strings_are_bounded_and_userinfo_never_exported() -> None:
         assert b"pw-secret" not in r.raw and ECHOED[:6].encode() not in r.raw
     ids = {span_attributes(s)["gen_ai.response.id"] for s in rx.spans()}
     assert ids == {"[redacted]"}
+
+
+def test_metrics_are_exported_every_interval_without_a_flush() -> None:
+    """`serve` never exits between exports: the periodic reader must send on its own."""
+    gw = GatewayConfig(name="gw", base_url="http://127.0.0.1:9/v1")
+    with otlp_receiver.running() as rx:
+        cfg = OtelConfig(endpoint=rx.endpoint, interval=1, traces=False)
+        exporter = OtelExporter(cfg, [gw], headers={})
+        try:
+            exporter.run_finished("gw", "m", "s", "ok")
+            deadline = time.monotonic() + 10
+            while not rx.requests("/v1/metrics") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            runs = _by(rx.points(), "aione_probe.suite_runs")
+        finally:
+            exporter.shutdown()
+    assert [p.sum for p in runs] == [1]
+    assert not rx.requests("/v1/traces")  # traces = false
