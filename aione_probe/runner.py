@@ -15,6 +15,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from aione_probe.asyncstore import AsyncStore
 from aione_probe.checks import CheckContext, run_checks, run_group_checks
@@ -28,6 +29,9 @@ from aione_probe.metrics import ProbeMetrics
 from aione_probe.store import CheckRecord, ObservationRecord, Store
 from aione_probe.suites import Probe, ProbeInstance, Suite
 from aione_probe.types import ChatRequest, CheckResult, CheckValue, Observation, utcnow
+
+if TYPE_CHECKING:  # the `otel` extra is optional
+    from aione_probe.otel import OtelExporter
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +155,7 @@ async def run_suite(
     client: GatewayClient,
     astore: AsyncStore,
     metrics: ProbeMetrics | None = None,
+    otel: OtelExporter | None = None,
     price: Price | None = None,
     seed: int | None = None,
     scheduled: bool = False,
@@ -191,17 +196,18 @@ async def run_suite(
             context,
             budget,
             metrics,
+            otel,
             name,
             progress,
         ):
             outcomes.extend(group)
     except asyncio.CancelledError:
         reason = "interrupted by shutdown"
-        await _write(astore, run_id, target, name, outcomes, reason, metrics, final=True)
+        await _write(astore, run_id, target, name, outcomes, reason, metrics, otel, final=True)
         raise
     if budget.exhausted and sum(len(o.attempts) for o in outcomes) < len(instances):
         reason = "spend cap reached during the run"
-    return await _write(astore, run_id, target, name, outcomes, reason, metrics)
+    return await _write(astore, run_id, target, name, outcomes, reason, metrics, otel)
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,7 @@ async def _run_groups(
     context: _Context,
     budget: _Budget,
     metrics: ProbeMetrics | None,
+    otel: OtelExporter | None,
     suite_name: str,
     progress: ProgressFn | None,
 ) -> list[list[_ProbeOutcome]]:
@@ -248,8 +255,14 @@ async def _run_groups(
             budget.spend(cost)
             if metrics is not None:
                 metrics.observe(obs, suite=suite_name, cost=cost)
+            if otel is not None:
+                otel.observe(
+                    obs, request=request, suite=suite_name, probe_id=inst.probe.id, cost=cost
+                )
         if metrics is not None:
             metrics.observe_request(attempts[-1])
+        if otel is not None:
+            otel.observe_request(attempts[-1], suite=suite_name)
         return _ProbeOutcome(inst, attempts, costs, [])
 
     meter = _EchoMeter(target.model, send)
@@ -269,6 +282,8 @@ async def _run_groups(
         outcome.checks = run_checks(inst, final, ctx, suite.default_checks)
         if metrics is not None:
             metrics.observe_checks(target.gateway, target.model, suite_name, outcome.checks)
+        if otel is not None:
+            otel.observe_checks(target.gateway, target.model, suite_name, outcome.checks)
         if progress is not None:
             progress(1)
         return outcome
@@ -283,6 +298,8 @@ async def _run_groups(
                 done[-1].group_checks = extra
                 if metrics is not None:
                     metrics.observe_checks(target.gateway, target.model, suite_name, extra)
+                if otel is not None:
+                    otel.observe_checks(target.gateway, target.model, suite_name, extra)
             return done
         results = await asyncio.gather(*(one(i) for i in insts))
         return [o for o in results if o is not None]
@@ -298,6 +315,7 @@ async def _write(
     outcomes: list[_ProbeOutcome],
     reason: str,
     metrics: ProbeMetrics | None,
+    otel: OtelExporter | None,
     *,
     final: bool = False,
 ) -> RunSummary:
@@ -358,6 +376,8 @@ async def _write(
     summary.cost = sum(r.cost or 0.0 for r in obs_records)
     if metrics is not None:
         metrics.run_finished(target.gateway, target.model, suite_name, summary.status, utcnow())
+    if otel is not None:
+        otel.run_finished(target.gateway, target.model, suite_name, summary.status)
     log.info(
         "run %s %s/%s suite=%s status=%s requests=%d failed=%d",
         run_id,
