@@ -51,7 +51,7 @@ FAULT_MODELS = [
     "inflate:1.2",
     *(f"hostile:{n}" for n in faultserver.HOSTILE_NAMES),
 ]
-SERIES = ("rss_mb", "child_rss_mb", "fds", "scrape_ms", "loop_lag_ms")
+SERIES = ("rss_mb", "anon_mb", "child_rss_mb", "fds", "scrape_ms", "loop_lag_ms")
 
 
 def _free_port() -> int:
@@ -110,10 +110,11 @@ period = "1d"
     return path
 
 
-def _rss_mb(pid: int) -> float | None:
+def _rss_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """Resident memory of `pid` in MB: ``VmRSS`` (all) or ``RssAnon`` (heap, not files)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -143,6 +144,7 @@ def _sample(pid: int, url: str, started: float) -> dict[str, float | None]:
     return {
         "t_s": time.monotonic() - started,
         "rss_mb": _rss_mb(pid),
+        "anon_mb": _rss_mb(pid, "RssAnon"),
         "child_rss_mb": sum(_rss_mb(k) or 0.0 for k in kids) if kids else None,
         "fds": float(len(os.listdir(f"/proc/{pid}/fd"))),
         "scrape_ms": scrape_ms,
@@ -201,7 +203,7 @@ def main() -> int:
             f"commit {commit}, serve pid {proc.pid}, {len(FAULT_MODELS)} fault models, "
             f"{args.minutes:g} min, smoke every {args.interval}"
         )
-        print("   min   RSS MB  child MB  fds  scrape ms  /metrics KB  loop lag ms")
+        print("   min   RSS MB  anon MB  child MB  fds  scrape ms  /metrics KB  loop lag ms")
         try:
             while time.monotonic() - started < args.minutes * 60:
                 time.sleep(args.sample)
@@ -213,7 +215,7 @@ def main() -> int:
                 if row["t_s"] - last_print >= args.every:
                     last_print = row["t_s"]
                     print(
-                        f"{row['t_s'] / 60:6.1f} {_fmt(row['rss_mb']):>8} "
+                        f"{row['t_s'] / 60:6.1f} {_fmt(row['rss_mb']):>8} {_fmt(row['anon_mb']):>8} "
                         f"{_fmt(row['child_rss_mb']):>9} {_fmt(row['fds'], '.0f'):>4} "
                         f"{_fmt(row['scrape_ms']):>10} {_fmt(row['metrics_kb']):>12} "
                         f"{_fmt(row['loop_lag_ms'], '.2f'):>12}",
