@@ -215,7 +215,8 @@ def main() -> int:
                 if row["t_s"] - last_print >= args.every:
                     last_print = row["t_s"]
                     print(
-                        f"{row['t_s'] / 60:6.1f} {_fmt(row['rss_mb']):>8} {_fmt(row['anon_mb']):>8} "
+                        f"{row['t_s'] / 60:6.1f} {_fmt(row['rss_mb']):>8} "
+                        f"{_fmt(row['anon_mb']):>8} "
                         f"{_fmt(row['child_rss_mb']):>9} {_fmt(row['fds'], '.0f'):>4} "
                         f"{_fmt(row['scrape_ms']):>10} {_fmt(row['metrics_kb']):>12} "
                         f"{_fmt(row['loop_lag_ms'], '.2f'):>12}",
