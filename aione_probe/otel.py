@@ -176,7 +176,7 @@ class OtelExporter:
         cost: float | None,
     ) -> None:
         """Record one attempt: its metrics and one CLIENT span with the attempt's own times."""
-        self._submit(self._observe, obs, request=request, suite=suite, probe_id=probe_id, cost=cost)
+        self._submit(self._observe, obs, request, suite, probe_id, cost)
 
     def observe_request(self, final: Observation, *, suite: str) -> None:
         """Count one request's SLI events (availability, TTFT, e2e) from its final attempt."""
@@ -212,13 +212,7 @@ class OtelExporter:
 
     # ----------------------------------------------------------------- recording (worker)
     def _observe(
-        self,
-        obs: Observation,
-        *,
-        request: ChatRequest,
-        suite: str,
-        probe_id: str,
-        cost: float | None,
+        self, obs: Observation, request: ChatRequest, suite: str, probe_id: str, cost: float | None
     ) -> None:
         attrs = self._attributes(obs, suite)
         duration = _finite(obs.end_s)
