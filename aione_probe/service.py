@@ -88,9 +88,11 @@ class Service:
         self.store = Store(cfg.storage_url())
         self.astore = AsyncStore(self.store)
         self.location = cfg.fleet.location if cfg.fleet is not None else None
+        """Fleet mode: this instance's location (None for a single instance)."""
         self.fleet: FleetMember | None = None
         self.metrics = metrics or ProbeMetrics()
         self.metrics.set_build_info(__version__)
+        self.metrics.location = self.location
         factory = transport_factory or (lambda _gw: None)
         self.clients = {g.name: GatewayClient(g, transport=factory(g)) for g in cfg.gateways}
         self.models: dict[str, list[str]] = {}

@@ -340,10 +340,14 @@ class Store:
         )
         return self._all(stmt.order_by(col(SuiteRun.started_at), col(SuiteRun.id)))
 
-    def last_runs(self) -> list[SuiteRun]:
-        """The latest run (any status) of every (gateway, model, suite), sorted by that key."""
+    def last_runs(self, *, location: str | None = None) -> list[SuiteRun]:
+        """The latest run (any status) of every (gateway, model, suite), sorted by that key.
+
+        `location` narrows to one fleet location's runs (None: every run).
+        """
         key = (SuiteRun.gateway, SuiteRun.model, SuiteRun.suite)
-        return self._all(latest(SuiteRun, SuiteRun.started_at, key))
+        where = equal(SuiteRun, location=location)
+        return self._all(latest(SuiteRun, SuiteRun.started_at, key, where))
 
     def last_success(self, gateway: str, model: str, suite: str) -> SuiteRun | None:
         """The latest run of (gateway, model, suite) with status ``ok``, if any."""
