@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 from fleetharness import ROOT, free_port, fresh_database, write_config, write_suite
 
-from aione_probe.config import config_from_dict, slot_cron
+from aione_probe.config import config_from_dict, load_config, slot_cron
 from aione_probe.errors import ConfigError
 from aione_probe.fleet import identity
 from aione_probe.service import load_suites
@@ -247,3 +249,48 @@ def test_joining_is_refused_by_the_check_and_writes_nothing(store: Store) -> Non
         fleetdb.join_fleet(store, values, live_since=utcnow() - timedelta(60), check=refuse)
     names = [i.name for i in fleetdb.instances(store, since=utcnow() - timedelta(hours=1))]
     assert names == ["a#1"]
+
+
+# -- metrics, compose -----------------------------------------------------------------------
+
+
+def test_every_served_sample_carries_the_instances_location() -> None:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.exposition import generate_latest
+
+    from aione_probe.server import _Exposition
+
+    registry = CollectorRegistry()
+    Counter("aione_probe_x_total", "x", ["gateway"], registry=registry).labels("gw").inc()
+    Histogram("aione_probe_y_seconds", "y", registry=registry).observe(0.3)
+    body = _Exposition(registry, 0.0, "eu-west").body(generate_latest, "text/plain").decode()
+    samples = [line for line in body.splitlines() if line and not line.startswith("#")]
+    assert samples and all('location="eu-west"' in line for line in samples), samples
+    plain = _Exposition(registry, 0.0).body(generate_latest, "text/plain").decode()
+    assert "location" not in plain  # a single instance exports no location label
+
+
+def test_compose_fleet_profile_is_two_instances_on_postgres(tmp_path: Path) -> None:
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert "./examples/fleet.toml:/etc/aione-probe/config.toml" in compose
+    config = (ROOT / "examples" / "fleet.toml").read_text()
+    config = config.replace('"/app/probes"', json.dumps(str(ROOT / "probes")))
+    (tmp_path / "fleet.toml").write_text(config)
+    cfg = load_config(tmp_path / "fleet.toml")
+    assert cfg.fleet is not None and cfg.fleet.url.startswith("postgresql://")
+    for suite in cfg.suites:
+        assert cfg.suite_path(suite).exists(), suite.file
+    if shutil.which("docker-compose") is None:
+        pytest.skip("no docker-compose client on this machine")
+    proc = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "--profile", "fleet",
+         "config", "--services"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert {"postgres", "fleet-1", "fleet-2", "sim"} <= set(proc.stdout.split())
+    rendered = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "--profile", "fleet",
+         "config"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+    ).stdout  # fmt: skip
+    assert rendered.count("/etc/aione-probe/config.toml") >= 3  # demo + two fleet instances
+    assert rendered.count("condition: service_healthy") == 2
