@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -162,8 +163,13 @@ def write_config(
     stalled_after_s: float = 8.0,
     concurrency: int = 200,
     daily_cap: float | None = None,
+    gateways: int = 1,
 ) -> Instance:
-    """Write one instance's config; `suites` are (suite file, name) pairs."""
+    """Write one instance's config; `suites` are (suite file, name) pairs.
+
+    With `gateways` > 1 the same endpoint is configured that many times (``local-0`` …),
+    each serving every model in `models`: gateways x models targets.
+    """
     port = free_port()
     lines = [
         f'probes_dir = "{folder}"',
@@ -178,14 +184,20 @@ def write_config(
         f"heartbeat = {heartbeat_s}",
         f"stalled_after = {stalled_after_s}",
         f"concurrency = {concurrency}",
-        "[[gateways]]",
-        'name = "local"',
-        f'base_url = "{gateway_url}"',
-        f"models = {json.dumps(models)}",
-        "max_concurrency = 64",
-        f'headers = {{ "x-fleet-location" = "{location}" }}',
-        'timeouts = { connect = "5s", first_token = "20s", idle = "10s", total = "30s" }',
-        "retries = { max_attempts = 1 }",
+    ]
+    for i in range(gateways):
+        lines += [
+            "[[gateways]]",
+            f'name = "{"local" if gateways == 1 else f"local-{i}"}"',
+            f'base_url = "{gateway_url}"',
+            f"models = {json.dumps(models)}",
+            "max_concurrency = 64",
+            "requests_per_minute = 60000",
+            f'headers = {{ "x-fleet-location" = "{location}" }}',
+            'timeouts = { connect = "5s", first_token = "20s", idle = "10s", total = "30s" }',
+            "retries = { max_attempts = 1 }",
+        ]
+    lines += [
         '[pricing."*"]',
         "input = 1.0",
         "output = 2.0",
@@ -203,3 +215,77 @@ def write_config(
     config = folder / f"{name}.toml"
     config.write_text("\n".join(lines) + "\n")
     return Instance(name, location, config, port, folder / f"{name}.log")
+
+
+class CuttableProxy:
+    """A TCP proxy to the ``PG*`` server that can drop every connection and refuse new ones
+    (`cut`) until `restore`: a database lost and found again, as an instance sees it."""
+
+    def __init__(self) -> None:
+        host = os.environ.get("PGHOST", "localhost")
+        port = int(os.environ.get("PGPORT", "5432"))
+        self._unix = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else None
+        self._target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open = threading.Event()
+        self._open.set()
+        self._socks: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, database_url: str) -> str:
+        """`database_url` (``postgresql:///name``) through this proxy, with the PG* user."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database_url).set(
+            host="127.0.0.1",
+            port=self.port,
+            username=os.environ.get("PGUSER"),
+            password=os.environ.get("PGPASSWORD"),
+        )
+        return url.render_as_string(hide_password=False)
+
+    def _upstream(self) -> socket.socket:
+        if self._unix:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(self._unix)
+            return s
+        return socket.create_connection(self._target)
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self._listener.accept()
+            if not self._open.is_set():
+                client.close()
+                continue
+            upstream = self._upstream()
+            with self._lock:
+                self._socks |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drop every open connection; refuse new ones."""
+        self._open.clear()
+        with self._lock:
+            socks, self._socks = self._socks, set()
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        """Accept connections again."""
+        self._open.set()

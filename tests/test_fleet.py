@@ -294,3 +294,46 @@ def test_compose_fleet_profile_is_two_instances_on_postgres(tmp_path: Path) -> N
     ).stdout  # fmt: skip
     assert rendered.count("/etc/aione-probe/config.toml") >= 3  # demo + two fleet instances
     assert rendered.count("condition: service_healthy") == 2
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/old.db"
+        return
+    if not os.environ.get("PGHOST"):
+        pytest.skip("PostgreSQL not available: PGHOST unset (run under pg_virtualenv)")
+    with fresh_database() as url:
+        yield url
+
+
+def test_schema_2_databases_upgrade_to_fleet_columns(any_url: str) -> None:
+    from sqlalchemy import inspect, text
+
+    from aione_probe.store.migrate import SCHEMA_VERSION
+
+    store = Store(any_url)
+    store.migrate()
+    run_id = store.start_run("gw", "m", "smoke", 1, 5, True)
+    # Take the database back to schema 2: what an aione-probe before fleet mode left.
+    with store.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE suiterun ALTER COLUMN seed TYPE INTEGER"))
+        conn.execute(text("DROP INDEX uq_suiterun_slot"))
+        for column in ("location", "instance", "slot_at", "reserved"):
+            conn.execute(text(f"ALTER TABLE suiterun DROP COLUMN {column}"))
+        conn.execute(text("ALTER TABLE observation DROP COLUMN location"))
+        conn.execute(text("DROP TABLE fleetinstance"))
+        conn.execute(text("DROP TABLE fleetsecret"))
+        conn.execute(text("UPDATE schemaversion SET version = 2 WHERE version = 3"))
+    assert store.schema_version() == 2
+    assert store.migrate() == SCHEMA_VERSION == 3
+    with store.engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("suiterun")}
+        assert {"location", "instance", "slot_at", "reserved"} <= columns
+        assert "location" in {c["name"] for c in inspect(conn).get_columns("observation")}
+    run = store.run(run_id)
+    assert run is not None and run.location is None and run.reserved == 0.0
+    store.start_run("gw", "m", "smoke", 1, 2**61, True)  # 62-bit seeds fit after the upgrade
+    assert fleetdb.seed_salt(store)  # the fleet tables exist
+    store.close()

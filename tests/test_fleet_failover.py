@@ -26,10 +26,11 @@ from pathlib import Path
 
 import faultserver
 import pytest
-from fleetharness import Instance, fresh_database, write_config, write_suite
+from fleetharness import CuttableProxy, Instance, fresh_database, write_config, write_suite
 from sqlalchemy import text
 
 from aione_probe.store import Store
+from aione_probe.types import utcnow
 
 pytestmark = [pytest.mark.postgres, pytest.mark.fleet]
 
@@ -178,3 +179,60 @@ def _runs(store: Store, start: float, end: float) -> list[dict]:
             }
         )
     return out
+
+
+def test_database_lost_mid_run_keeps_observations_and_reports_unhealthy(
+    database: str, tmp_path: Path
+) -> None:
+    """The instance's database connection is cut while runs are in flight, then restored:
+    /healthz says unhealthy meanwhile, the runs in flight write their observations once
+    it is back, and no slot runs twice."""
+    proxy = CuttableProxy()
+    suite = write_suite(tmp_path)
+    with faultserver.running() as gateway:
+        inst = write_config(
+            tmp_path, url=proxy.url(database), location="alpha", name="p1",
+            gateway_url=f"http://127.0.0.1:{gateway.port}/v1", models=MODELS,
+            suites=[(suite.name, "fleet")], interval_s=INTERVAL_S,
+        )  # fmt: skip
+        try:
+            inst.start()
+            inst.wait_healthy()
+            time.sleep(max(0.0, _slot_after(time.time()) - time.time()))
+            while (inst.health() or {}).get("runs_in_progress", 0) < 1:
+                time.sleep(0.1)
+            cut_at = time.time()
+            proxy.cut()
+            states = []
+            while time.time() < cut_at + 2 * INTERVAL_S:
+                body = inst.health() or {}
+                states.append((body.get("status"), (body.get("fleet") or {}).get("database")))
+                time.sleep(1)
+            proxy.restore()
+            back = inst.wait_healthy(timeout_s=90)
+            restored_at = time.time()
+            time.sleep(max(0.0, _slot_after(time.time()) + 8 - time.time()))
+        finally:
+            code = inst.stop()
+    store = Store(database)
+    runs = [r for r in store.runs() if r.slot_at is not None]
+    in_flight = [
+        r for r in runs
+        if r.started_at.timestamp() <= cut_at <= (r.finished_at or utcnow()).timestamp()
+    ]  # fmt: skip
+    keys = Counter((r.model, r.slot_at) for r in runs)
+    after = [r for r in runs if r.slot_at.timestamp() >= restored_at]
+    print(
+        f"\ndatabase lost for {2 * INTERVAL_S}s: /healthz states {Counter(states)}; "
+        f"{len(in_flight)} runs in flight at the cut wrote "
+        f"{sum(r.n_observations for r in in_flight)} observations; {len(after)} runs after "
+        f"the restore; slots run twice: {sum(1 for n in keys.values() if n > 1)}"
+    )
+    assert code == 0, inst.log.read_text()[-3000:]
+    assert ("unhealthy", "unreachable") in states
+    assert back["fleet"]["database"] == "ok"
+    assert in_flight and all(r.status in ("ok", "partial") for r in in_flight)
+    assert all(r.n_observations > 0 for r in in_flight)
+    assert max(keys.values()) == 1
+    assert after and all(r.status in ("ok", "partial") for r in after)
+    store.close()
