@@ -304,9 +304,7 @@ def serve_child(
     MultiProcessCollector(registry, path=str(directory))
     registry.register(SnapshotCollector(snapshot))
     health: list[dict[str, Any]] = [{"status": "starting"}]
-    server = MetricsServer(
-        host, port, registry, lambda: health[0], reports_dir, location=location
-    )
+    server = MetricsServer(host, port, registry, lambda: health[0], reports_dir, location=location)
     server.start()
     sys.stdout.write(server.url + "\n")
     sys.stdout.flush()

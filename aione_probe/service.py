@@ -112,12 +112,10 @@ class Service:
     async def start(self) -> None:
         """Migrate the store, recover interrupted runs and resolve each gateway's models.
 
-        In fleet mode, join the fleet (after model discovery: the plan is part of what
-        instances must agree on). Runs of other processes are the fleet's to recover.
+        In fleet mode runs of other processes are the fleet's to recover (`serve` joins).
 
         Raises:
             FleetDatabaseError: the fleet's PostgreSQL cannot be reached.
-            ConfigError: a live instance of the fleet runs a different config.
         """
         if self.cfg.fleet is not None:
             try:
@@ -150,14 +148,17 @@ class Service:
                 job.suite.job_name,
                 job.suite.interval or 86400.0 / max(runs_per_day(job.suite), 1e-9),
             )
-        if self.cfg.fleet is not None:
-            # Imported here: the engine needs psycopg and libpq, single instances do not.
-            from aione_probe.fleet.worker import FleetMember
 
-            self.fleet = FleetMember(self, self.cfg.fleet)
-            await self.fleet.join()
-            # From here on a lost database is waited out, not fatal.
-            self.astore.retry_disconnects = True
+    async def _join_fleet(self) -> None:
+        """Fleet mode: join the fleet (`serve` only: one-shot runs are not members)."""
+        assert self.cfg.fleet is not None
+        # Imported here: the engine needs psycopg and libpq, single instances do not.
+        from aione_probe.fleet.worker import FleetMember
+
+        self.fleet = FleetMember(self, self.cfg.fleet)
+        await self.fleet.join()
+        # From here on a lost database is waited out, not fatal.
+        self.astore.retry_disconnects = True
 
     async def aclose(self) -> None:
         """Close clients and the store thread."""
@@ -249,6 +250,7 @@ class Service:
             suite_name=job.suite.job_name,
             progress=progress,
             listed_models=self.listed.get(gw),
+            location=self.location,
         )
         self.metrics.set_spend(gw, spent + summary.cost, cap)
         return summary
@@ -257,7 +259,13 @@ class Service:
         suite = self.suites[job.suite.job_name]
         t = job.target
         await self.astore.call(
-            Store.record_skipped_run, t.gateway, t.model, job.suite.job_name, suite.version, reason
+            Store.record_skipped_run,
+            t.gateway,
+            t.model,
+            job.suite.job_name,
+            suite.version,
+            reason,
+            location=self.location,
         )
         self.metrics.run_finished(t.gateway, t.model, job.suite.job_name, "skipped", utcnow())
         log.warning("skipped %s on %s/%s: %s", job.suite.job_name, t.gateway, t.model, reason)
@@ -305,9 +313,7 @@ class Service:
             currency=self.cfg.budget.currency,
             skip_reason=skip_reason,
         )
-        claim = await self.astore.call(
-            fleetdb.claim_slot, req, live_since=member.live_since()
-        )
+        claim = await self.astore.call(fleetdb.claim_slot, req, live_since=member.live_since())
         if claim.outcome is fleetdb.ClaimOutcome.duplicate:
             return None
         if claim.outcome is fleetdb.ClaimOutcome.skipped:
@@ -406,7 +412,16 @@ class Service:
         drain_s: float = 30.0,
         on_ready: Callable[[str], None] | None = None,
     ) -> None:
-        """Schedule every job and serve HTTP until `stop` is set, then drain and return."""
+        """Schedule every job and serve HTTP until `stop` is set, then drain and return.
+
+        In fleet mode the instance first joins the fleet; the fleet's queue replaces the
+        local scheduler.
+
+        Raises:
+            ConfigError: fleet mode, and a live instance of the fleet runs a different config.
+        """
+        if self.cfg.fleet is not None:
+            await self._join_fleet()
         server = MetricsProcess(
             self.cfg.server.host,
             self.cfg.server.port,

@@ -84,6 +84,7 @@ def refuse_if_different(
                 str(cfg.path),
                 "fleet",
                 f"this config differs from live instance {other.name} "
-                f"(location {other.location}): " + "; ".join(diff[:8])
+                f"(location {other.location}): "
+                + "; ".join(diff[:8])
                 + (f"; and {len(diff) - 8} more" if len(diff) > 8 else ""),
             )

@@ -254,12 +254,16 @@ def recover_lost(store: Store, *, stale_before: datetime) -> tuple[list[str], in
     """
     now = utcnow()
     with store._write() as conn:
-        lost = conn.execute(
-            select(FleetInstance.name).where(
-                col(FleetInstance.heartbeat_at) < stale_before,
-                col(FleetInstance.stopped_at).is_(None),
+        lost = (
+            conn.execute(
+                select(FleetInstance.name).where(
+                    col(FleetInstance.heartbeat_at) < stale_before,
+                    col(FleetInstance.stopped_at).is_(None),
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         if lost:
             conn.execute(
                 update(FleetInstance)
@@ -320,8 +324,7 @@ def instances(store: Store, *, since: datetime) -> list[InstanceStatus]:
     with store.engine.connect() as conn:
         rows = conn.execute(
             select(FleetInstance).where(
-                (col(FleetInstance.stopped_at).is_(None))
-                | (col(FleetInstance.stopped_at) >= since)
+                (col(FleetInstance.stopped_at).is_(None)) | (col(FleetInstance.stopped_at) >= since)
             )
         ).all()
         running = dict(
@@ -346,9 +349,10 @@ def instances(store: Store, *, since: datetime) -> list[InstanceStatus]:
 def queue_counts(store: Store) -> dict[tuple[str, str], int]:
     """Procrastinate's jobs per (queue, status); empty before the queue schema exists."""
     with store.engine.connect() as conn:
-        if conn.dialect.name != "postgresql" or not conn.execute(
-            text("SELECT to_regclass('procrastinate_jobs')")
-        ).scalar():
+        if (
+            conn.dialect.name != "postgresql"
+            or not conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar()
+        ):
             return {}
         rows = conn.execute(
             text(
