@@ -368,16 +368,25 @@ class Service:
         )
 
     # ----------------------------------------------------------------- analysis and outputs
-    async def analyse_and_report(self) -> Path | None:
-        """Recompute verdicts, refresh store-derived metrics and write the report."""
-        cfg = self.cfg
-        await self.astore.call(analyse, cfg)
-        for gw in cfg.gateways:
+    async def analyse(self) -> None:
+        """Recompute verdicts (drift, authenticity, cross-protocol, reconciliation)."""
+        await self.astore.call(analyse, self.cfg)
+        for gw in self.cfg.gateways:
             if gw.management is not None:
                 try:
                     await reconcile_gateway(gw, self.astore)
                 except Exception:
                     log.exception("reconciliation of %s failed", gw.name)
+
+    async def analyse_and_report(self, *, analysis: bool = True) -> Path | None:
+        """Recompute verdicts, refresh store-derived metrics and write the report.
+
+        With `analysis` False only the metrics and the report (fleet mode: verdicts are
+        computed once per fleet by a Procrastinate periodic job, see `FleetMember`).
+        """
+        cfg = self.cfg
+        if analysis:
+            await self.analyse()
         await self.astore.call(self.metrics.refresh)
         until = utcnow()
         since = until - timedelta(seconds=cfg.reports.period)
@@ -452,7 +461,9 @@ class Service:
         fleet_stop = asyncio.Event()
         fleet_task: asyncio.Task[None] | None = None
         if self.fleet is not None:
-            fleet_task = asyncio.create_task(self.fleet.run(fleet_stop, list(by_key.values())))
+            fleet_task = asyncio.create_task(
+                self.fleet.run(fleet_stop, list(by_key.values()), analysis_interval_s)
+            )
             self._fleet_running = True
         else:
             scheduler = ProbeScheduler(fire, skipped)
@@ -474,7 +485,7 @@ class Service:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=analysis_interval_s)
                 try:
-                    await self.analyse_and_report()
+                    await self.analyse_and_report(analysis=self.fleet is None)
                 except Exception:
                     log.exception("analysis or report failed; the service keeps running")
         finally:

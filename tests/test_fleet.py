@@ -337,3 +337,26 @@ def test_schema_2_databases_upgrade_to_fleet_columns(any_url: str) -> None:
     store.start_run("gw", "m", "smoke", 1, 2**61, True)  # 62-bit seeds fit after the upgrade
     assert fleetdb.seed_salt(store)  # the fleet tables exist
     store.close()
+
+
+def test_fleet_status_lists_instances_runs_in_flight_and_the_queue(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aione_probe.cli import main
+
+    a = _join(store, "eu-1#aa", "eu-west")
+    _join(store, "us-1#bb", "us-east")
+    fleetdb.heartbeat(store, a)
+    live = utcnow() - timedelta(seconds=30)
+    fleetdb.claim_slot(store, _req(instance="eu-1#aa", location="eu-west"), live_since=live)
+    suite = write_suite(tmp_path)
+    inst = write_config(
+        tmp_path, url=store.url, location="eu-west", name="cli", gateway_url="http://x/v1",
+        models=["m"], suites=[(suite.name, "fleet")], interval_s=20,
+    )  # fmt: skip
+    assert main(["fleet", "status", "--config", str(inst.config)]) == 0
+    out = capsys.readouterr().out
+    assert "eu-1#aa" in out and "us-1#bb" in out and "us-east" in out
+    eu = next(line for line in out.splitlines() if "eu-1#aa" in line)
+    assert "live" in eu and eu.rstrip(" │").endswith("1")  # one run in flight
+    assert "queue" in out

@@ -38,7 +38,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from aione_probe import __version__
-from aione_probe.config import FleetConfig
+from aione_probe.config import FleetConfig, slot_cron
 from aione_probe.fleet import identity
 from aione_probe.fleet.slots import queue_name, suite_cron
 from aione_probe.store import fleet as fleetdb
@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TASK_NAME = "aione_probe.run_slot"
+ANALYSIS_TASK = "aione_probe.analyse"
+ANALYSIS_QUEUE = "aione-analysis"
+"""Fleet-wide queue of the analysis job: verdicts are computed once per period, not once
+per instance (every instance works this queue besides its location's)."""
 _SCHEMA_LOCK_KEY = 0x41494F4E51  # "AIONQ": one instance installs the queue schema
 
 
@@ -146,7 +150,7 @@ class FleetMember:
         return utcnow() - timedelta(seconds=self.fleet.stalled_after)
 
     # ----------------------------------------------------------------- running
-    def _build_app(self, jobs: list[Job]) -> App:
+    def _build_app(self, jobs: list[Job], analysis_interval_s: float) -> App:
         connector = _CountingConnector(
             self._count,
             conninfo=libpq_url(self.fleet.url),
@@ -156,6 +160,17 @@ class FleetMember:
         app = App(connector=connector)
         task = app.task(name=TASK_NAME, pass_context=True, queue=queue_name(self.location))(
             self._handle
+        )
+        analysis = app.task(name=ANALYSIS_TASK, pass_context=True, queue=ANALYSIS_QUEUE)(
+            self._analyse
+        )
+        cron = slot_cron(analysis_interval_s) or slot_cron(300.0)
+        assert cron is not None
+        app.periodic_registry.register_task(
+            task=analysis,
+            cron=cron,
+            periodic_id="fleet",
+            configure_kwargs={"queue": ANALYSIS_QUEUE, "task_kwargs": {}},
         )
         for job in jobs:
             key = self._key(job)
@@ -175,13 +190,18 @@ class FleetMember:
     def _key(job: Job) -> str:
         return f"{job.suite.job_name}|{job.target.gateway}|{job.target.model}"
 
-    async def run(self, stop: asyncio.Event, jobs: list[Job]) -> None:
+    async def run(
+        self, stop: asyncio.Event, jobs: list[Job], analysis_interval_s: float = 300.0
+    ) -> None:
         """Work the location's queue and keep the heartbeat until `stop` is set.
+
+        Analysis (verdicts) runs as one fleet-wide periodic job every
+        `analysis_interval_s` (rounded to a cron-aligned period; 5 min if it is not one).
 
         A lost database stops the Procrastinate worker; it is restarted with backoff while
         runs in flight carry on (their writes wait for the database, see `AsyncStore`).
         """
-        self._app = app = self._build_app(jobs)
+        self._app = app = self._build_app(jobs, analysis_interval_s)
         beat = asyncio.create_task(self._heartbeats(stop))
         delay = 1.0
         try:
@@ -190,7 +210,7 @@ class FleetMember:
                     async with app.open_async():
                         worker = asyncio.create_task(
                             app.run_worker_async(
-                                queues=[queue_name(self.location)],
+                                queues=[queue_name(self.location), ANALYSIS_QUEUE],
                                 name=self.name,
                                 concurrency=self.fleet.concurrency,
                                 install_signal_handlers=False,
@@ -262,9 +282,11 @@ class FleetMember:
         if app is None or not self.worker_up:
             return
         manager = app.job_manager
-        stalled = await manager.get_stalled_jobs(
-            queue=queue_name(self.location), seconds_since_heartbeat=self.fleet.stalled_after
-        )
+        stalled = []
+        for queue in (queue_name(self.location), ANALYSIS_QUEUE):
+            stalled += await manager.get_stalled_jobs(
+                queue=queue, seconds_since_heartbeat=self.fleet.stalled_after
+            )
         for job in stalled:
             args = job.task_kwargs
             known = self._jobs.get(str(args.get("job")))
@@ -281,6 +303,11 @@ class FleetMember:
             except Exception as exc:  # finished meanwhile by its own worker
                 log.debug("stalled job %s already settled: %s", job.id, exc)
             log.warning("job %s of a lost worker recorded as interrupted", job.id)
+
+    async def _analyse(self, context: JobContext, timestamp: int) -> None:
+        """Procrastinate task: one fleet-wide analysis pass (whichever instance fetches it)."""
+        log.info("fleet analysis pass for slot %d", timestamp)
+        await self.service.analyse()
 
     async def _handle(self, context: JobContext, job: str, timestamp: int) -> None:
         """Procrastinate task: one slot of one job in this location."""
