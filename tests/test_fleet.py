@@ -348,6 +348,15 @@ def test_fleet_status_lists_instances_runs_in_flight_and_the_queue(
     _join(store, "us-1#bb", "us-east")
     fleetdb.heartbeat(store, a)
     live = utcnow() - timedelta(seconds=30)
+    done = fleetdb.claim_slot(
+        store, _req(slot=SLOT - timedelta(seconds=20), instance="eu-1#aa", location="eu-west"),
+        live_since=live,
+    )  # fmt: skip
+    seen = Observation(gateway="gw", model="m", started_at=utcnow(), stream=True,
+                       first_token_s=0.25, end_s=0.5)  # fmt: skip
+    store.finish_run(done.run_id, "ok", None, [ObservationRecord(seen, "smoke", "p", "h")], [])
+    assert store.observations(location="eu-west")[0].location == "eu-west"
+    assert store.observations(location="us-east") == []
     fleetdb.claim_slot(store, _req(instance="eu-1#aa", location="eu-west"), live_since=live)
     suite = write_suite(tmp_path)
     inst = write_config(
@@ -360,3 +369,5 @@ def test_fleet_status_lists_instances_runs_in_flight_and_the_queue(
     eu = next(line for line in out.splitlines() if "eu-1#aa" in line)
     assert "live" in eu and eu.rstrip(" │").endswith("1")  # one run in flight
     assert "queue" in out
+    latency = out[out.index("time to first token by location") :]
+    assert "eu-west" in latency and "0.250s" in latency  # TTFT by location

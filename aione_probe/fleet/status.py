@@ -1,4 +1,4 @@
-"""`aione-probe fleet status`: the instances of a fleet and its work queue, from the database."""
+"""`aione-probe fleet status`: a fleet's instances, its work queue and latency per location."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def _age(at: datetime, now: datetime) -> str:
 
 
 def print_status(store: Store, fleet: FleetConfig, console: Console) -> int:
-    """Print instances (location, last heartbeat, runs in flight) and the queue.
+    """Print instances (location, last heartbeat, runs in flight), the queue and each
+    target's time to first token per location over the last hour.
 
     Returns the number of live instances. Instances that stopped in the last hour are
     listed too, marked ``stopped`` or ``lost``.
@@ -47,4 +48,12 @@ def print_status(store: Store, fleet: FleetConfig, console: Console) -> int:
     for (name, status), n in sorted(fleetdb.queue_counts(store).items()):
         queue.add_row(name, status, str(n))
     console.print(queue)
+    latency = Table(title="time to first token by location, last hour", title_justify="left")
+    for col in ("location", "gateway", "model", "requests", "p50", "p90"):
+        latency.add_column(col, justify="right" if col in ("requests", "p50", "p90") else "left")
+    for r in fleetdb.latency_by_location(store, since=now - timedelta(hours=1)):
+        latency.add_row(
+            r.location, r.gateway, r.model, str(r.n), f"{r.ttft_p50_s:.3f}s", f"{r.ttft_p90_s:.3f}s"
+        )
+    console.print(latency)
     return live

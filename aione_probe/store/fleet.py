@@ -24,7 +24,7 @@ from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import case, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
@@ -361,3 +361,47 @@ def queue_counts(store: Store) -> dict[tuple[str, str], int]:
             )
         ).all()
     return {(q, s): n for q, s, n in rows}
+
+
+@dataclass(frozen=True)
+class LocationLatency:
+    """Time to first token of one target as seen from one location."""
+
+    location: str
+    gateway: str
+    model: str
+    n: int
+    ttft_p50_s: float
+    ttft_p90_s: float
+
+
+def latency_by_location(store: Store, *, since: datetime) -> list[LocationLatency]:
+    """TTFT percentiles per (location, gateway, model) of successful final attempts since
+    `since` (streamed: first token; plain: the whole body), for comparing vantage points.
+
+    PostgreSQL only (fleet mode): the percentiles are computed in the database.
+    """
+    ttft = case(
+        (col(ObservationRow.stream), col(ObservationRow.first_token_s)),
+        else_=col(ObservationRow.end_s),
+    )
+    key = (col(ObservationRow.location), col(ObservationRow.gateway), col(ObservationRow.model))
+    stmt = (
+        select(
+            *key,
+            func.count(),
+            func.percentile_cont(0.5).within_group(ttft),
+            func.percentile_cont(0.9).within_group(ttft),
+        )
+        .where(
+            col(ObservationRow.location).is_not(None),
+            col(ObservationRow.final).is_(True),
+            col(ObservationRow.failure) == "ok",
+            ttft.is_not(None),
+            *window(ObservationRow.started_at, since, None),
+        )
+        .group_by(*key)
+        .order_by(*key)
+    )
+    with store.engine.connect() as conn:
+        return [LocationLatency(*row) for row in conn.execute(stmt)]
