@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -117,7 +118,10 @@ def measure(size: int, args: argparse.Namespace, gw_port: int, folder: Path) -> 
         runs = [r for r in store.runs() if r.slot_at is not None and lo <= r.slot_at < hi]
         store.close()
     done = [r for r in runs if r.status in ("ok", "partial")]
-    reasons = Counter(r.reason for r in runs if r.status == "skipped")
+    # "started 61s after its slot…" and the like: group by the reason's kind.
+    reasons = Counter(
+        re.sub(r"\d+(\.\d+)?", "N", r.reason or "") for r in runs if r.status == "skipped"
+    )
     if reasons:
         print(f"  skipped with {size} instance(s): {dict(reasons)}", flush=True)
     took = sorted((r.finished_at - r.started_at).total_seconds() for r in done)  # type: ignore[operator]

@@ -325,7 +325,15 @@ class FleetMember:
         jitter = random.uniform(0, job.suite.jitter) if job.suite.jitter else 0.0
         wait = slot_ts + jitter - time.time()
         if wait > 0:
-            await asyncio.sleep(wait)
+            try:
+                await asyncio.sleep(wait)
+            except asyncio.CancelledError:
+                # Stopped during the jitter: the slot is this instance's; say so.
+                reason = "interrupted: its instance stopped before the run started"
+                await asyncio.shield(
+                    self.service.claim_and_run(job, slot_ts, member=self, skip_reason=reason)
+                )
+                raise
         await self.service.claim_and_run(job, slot_ts, member=self)
 
     # ----------------------------------------------------------------- health
