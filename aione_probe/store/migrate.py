@@ -54,8 +54,12 @@ def _add_daily_rollups(conn: Connection) -> None:
 
 
 def _add_columns(conn: Connection, table: Any, names: tuple[str, ...]) -> None:
-    """``ALTER TABLE … ADD COLUMN`` for the model columns `names`, typed per dialect."""
+    """``ALTER TABLE … ADD COLUMN`` for the model columns `names`, typed per dialect
+    (a column that exists already is left alone)."""
+    present = {c["name"] for c in inspect(conn).get_columns(table.name)}
     for name in names:
+        if name in present:
+            continue
         column = table.c[name]
         ddl = f"ALTER TABLE {table.name} ADD COLUMN {name} "
         ddl += column.type.compile(dialect=conn.dialect)
@@ -75,7 +79,7 @@ def _add_fleet(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE suiterun ALTER COLUMN seed TYPE BIGINT"))
     _add_columns(conn, runs, ("location", "instance", "slot_at", "reserved"))
     _add_columns(conn, ObservationRow.__table__, ("location",))  # type: ignore[attr-defined]
-    next(i for i in runs.indexes if i.name == "uq_suiterun_slot").create(conn)
+    next(i for i in runs.indexes if i.name == "uq_suiterun_slot").create(conn, checkfirst=True)
     fleet = [FleetInstance.__table__, FleetSecret.__table__]  # type: ignore[attr-defined]
     SQLModel.metadata.create_all(conn, tables=fleet)
 
