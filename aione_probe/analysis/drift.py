@@ -89,6 +89,9 @@ GAP_FACTOR = 1.5
 MAX_GAPS = 20
 RECENT_RUNS = 24
 QUARTER_S = 90 * 86400.0
+#: A quarter of runs every 5 minutes: faster schedules (tests, demos) are calibrated as if
+#: they ran every 5 minutes, so the bootstrap stays small.
+MAX_HORIZON_RUNS = 90 * 24 * 12
 #: Folds of the baseline's cross-validated residuals (a day each for a week of runs).
 CV_FOLDS = 7
 _LOG_FLOOR = 1e-3
@@ -152,6 +155,7 @@ class DriftBaseline:
         runs: usable runs in the baseline.
         span_s: time from its first to its last run.
         interval_s: median spacing of its runs (the schedule as observed).
+        last_started: start of its last run (Unix time): detectors resume after it.
         probe_pass: probe hash -> baseline pass rate.
         levels: metric -> expected transformed value, 24 hour-of-day levels or one.
         typical: metric -> baseline median in natural units (for display).
@@ -161,6 +165,7 @@ class DriftBaseline:
     runs: int
     span_s: float
     interval_s: float
+    last_started: float = 0.0
     probe_pass: dict[str, float] = field(default_factory=dict)
     levels: dict[str, list[float]] = field(default_factory=dict)
     typical: dict[str, float] = field(default_factory=dict)
@@ -168,8 +173,8 @@ class DriftBaseline:
 
     @property
     def horizon_runs(self) -> int:
-        """Runs in a quarter at the baseline's spacing."""
-        return max(1, round(QUARTER_S / max(self.interval_s, 1.0)))
+        """Runs in a quarter at the baseline's spacing (at most `MAX_HORIZON_RUNS`)."""
+        return max(1, min(MAX_HORIZON_RUNS, round(QUARTER_S / max(self.interval_s, 1.0))))
 
     def expected(self, metric: str, hours: Any) -> Any:
         """Expected transformed value of `metric` at UTC hour(s) `hours`."""
@@ -210,6 +215,7 @@ class DriftBaseline:
             "runs": self.runs,
             "span_s": self.span_s,
             "interval_s": self.interval_s,
+            "last_started": self.last_started,
             "probe_pass": self.probe_pass,
             "levels": self.levels,
             "typical": self.typical,
@@ -225,6 +231,7 @@ class DriftBaseline:
             runs=int(data["runs"]),
             span_s=float(data["span_s"]),
             interval_s=float(data["interval_s"]),
+            last_started=float(data.get("last_started", 0.0)),
             probe_pass={k: float(v) for k, v in data["probe_pass"].items()},
             levels={k: [float(x) for x in v] for k, v in data["levels"].items()},
             typical={k: float(v) for k, v in data["typical"].items()},
@@ -331,6 +338,7 @@ def _fit(runs: RunArrays) -> DriftBaseline:
         runs=len(runs.hours),
         span_s=float(runs.started.max() - runs.started.min()),
         interval_s=max(float(np.median(gaps)) if len(gaps) else 3600.0, 1.0),
+        last_started=float(runs.started.max()),
         probe_pass={
             h: float(runs.passed[:, i].sum() / tot_scored[i])
             for i, h in enumerate(runs.hashes)
@@ -447,6 +455,7 @@ class Monitor:
     last_at: str | None = None
     gaps: list[Gap] = field(default_factory=list)
     missed_runs: int = 0
+    degraded_runs: int = 0
     recent_pass: list[float] = field(default_factory=list)
     last: dict[str, dict[str, float | None]] = field(default_factory=dict)
     _open: Gap | None = None
@@ -492,6 +501,9 @@ class Monitor:
             self._open = None
         arrays = RunArrays.of([run])
         hour = run.started_at.hour
+        errors = run.values.get("error_share")
+        if errors is not None and errors >= DEGRADED_ERROR_SHARE:
+            self.degraded_runs += 1  # only the error-share detector sees it
         for metric, det in self.detectors.items():
             r = float(arrays.residuals(baseline, metric)[0])
             value = run.values.get(metric)
@@ -528,6 +540,7 @@ class Monitor:
             "gaps": [g.__dict__ for g in self.gaps],
             "open": None if self._open is None else self._open.__dict__,
             "missed_runs": self.missed_runs,
+            "degraded_runs": self.degraded_runs,
             "recent_pass": self.recent_pass,
             "last": self.last,
         }
@@ -542,6 +555,7 @@ class Monitor:
             last_at=data.get("last_at"),
             gaps=[Gap(**g) for g in data.get("gaps", [])],
             missed_runs=int(data.get("missed_runs", 0)),
+            degraded_runs=int(data.get("degraded_runs", 0)),
             recent_pass=[float(x) for x in data.get("recent_pass", [])],
             last=data.get("last", {}),
             _open=Gap(**data["open"]) if data.get("open") else None,

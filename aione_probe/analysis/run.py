@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,7 @@ from aione_probe.analysis.drift import (
 from aione_probe.checks import is_quality_check
 from aione_probe.config import Config
 from aione_probe.errors import FailureKind
-from aione_probe.store import Store
-from aione_probe.store.records import SuiteRun
+from aione_probe.store import Store, SuiteRun
 from aione_probe.types import CheckValue, utcnow
 
 log = logging.getLogger(__name__)
@@ -195,7 +194,7 @@ def analyse_drift(store: Store, cfg: Config, gateway: str, model: str, now: date
         bid, found = _baseline(store, cfg, gateway, model, suite)
         if bid is None:
             assert isinstance(found, DriftVerdict)
-            _save_drift(store, cfg, gateway, model, suite, found, None, {})
+            _save_drift(store, gateway, model, suite, found, None, {}, now)
         else:
             assert isinstance(found, DriftBaseline)
             baselines[suite] = (bid, found)
@@ -209,16 +208,16 @@ def analyse_drift(store: Store, cfg: Config, gateway: str, model: str, now: date
     for suite, (bid, baseline) in baselines.items():
         monitor = _resume(previous.get(suite), bid)
         monitor.thresholds(baseline, per_detector)
-        row = store.baseline(bid)
-        assert row is not None
-        since = datetime.fromisoformat(monitor.last_at) if monitor.last_at else row.window_end
-        for run in store.runs(gateway, model, suite, since=since, until=now):
-            if run.status == "running" or (
+        if monitor.last_at is None:  # a fresh monitor starts right after the baseline
+            monitor.last_at = datetime.fromtimestamp(baseline.last_started, UTC).isoformat()
+        last = datetime.fromisoformat(monitor.last_at)
+        for run in store.runs(gateway, model, suite, since=last, until=now):
+            seen = run.started_at <= last or (
                 monitor.last_run_id is not None and run.id is not None
                 and run.id <= monitor.last_run_id
-            ):  # fmt: skip
-                continue
-            monitor.observe(run_values(store, run), baseline)
+            )  # fmt: skip
+            if run.status != "running" and not seen:
+                monitor.observe(run_values(store, run), baseline)
         verdict = verdict_of(monitor, baseline)
         extra = {
             "monitor": monitor.to_dict(),
@@ -238,7 +237,7 @@ def analyse_drift(store: Store, cfg: Config, gateway: str, model: str, now: date
             ),
             "baseline_pass_ratio": baseline.typical.get("pass_rate"),
         }  # fmt: skip
-        _save_drift(store, cfg, gateway, model, suite, verdict, bid, extra)
+        _save_drift(store, gateway, model, suite, verdict, bid, extra, now)
 
 
 def _resume(details: dict[str, Any] | None, baseline_id: int) -> Monitor:
@@ -255,13 +254,13 @@ def _as_dict(gap: Any) -> dict[str, Any] | None:
 
 def _save_drift(
     store: Store,
-    cfg: Config,
     gateway: str,
     model: str,
     suite: str,
     verdict: DriftVerdict,
     baseline_id: int | None,
     extra: dict[str, Any],
+    now: datetime,
 ) -> None:
     n = max((m["n"] for m in verdict.metrics), default=0)
     worst = max((m["ratio"] or 0.0 for m in verdict.metrics), default=None)
@@ -283,6 +282,7 @@ def _save_drift(
             "note": verdict.note,
             **extra,
         },
+        created_at=now,
     )
 
 
