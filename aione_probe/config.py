@@ -322,7 +322,7 @@ class DriftConfig(_Model):
 
     false_alarms_per_quarter: float = Field(default=1.0, gt=0, le=100)
     baseline_runs: int = Field(default=72, ge=8)
-    baseline_span: Duration = 7 * 86400.0
+    baseline_span: Duration = 14 * 86400.0
     bootstrap_reps: int = Field(default=100, ge=20, le=10_000)
     min_change: dict[str, float] = Field(default_factory=lambda: dict(DRIFT_MIN_CHANGE))
 

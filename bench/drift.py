@@ -19,7 +19,7 @@ all together):
 - ``temperature 0``: 20 of the 28 prompts are fixed at temperature 0: each repeats its
   outcome (pass with probability p_i, drawn once) and its output length every run, except
   for a flip with probability 0.01 per run (decoding nondeterminism) and *flaky episodes*
-  (about once a month per prompt, lasting 72 runs on average) in which it flips in a
+  (about once a month per prompt, lasting 24 runs on average) in which it flips in a
   quarter of the runs; the other 8 are templated (a new variant every run, independent
   outcomes);
 - ``outages``: an outage starts with probability 1/250 per run and lasts a geometric number
@@ -53,7 +53,7 @@ from aione_probe.config import DriftConfig
 
 PROBES = 28
 FIXED = 20
-BASELINE_RUNS = 7 * 24
+BASELINE_RUNS = round(DriftConfig().baseline_span / 3600)  # hourly runs over the default span
 QUARTER_RUNS = 90 * 24
 CHANGE_AFTER = 14 * 24
 FOLLOW = 14 * 24
@@ -126,8 +126,8 @@ def simulate(
         if changed and i == change_at:
             state &= rng.random((q, p)) >= flip_p
         # Flaky episodes: a fixed prompt fails (or passes) against its state in a quarter
-        # of the runs for a few days (mean 72 runs), about once a month per prompt.
-        flaky = np.where(flaky, rng.random((q, p)) >= 1 / 72, rng.random((q, p)) < 1 / 720)
+        # of the runs for about a day (mean 24 runs), about once a month per prompt.
+        flaky = np.where(flaky, rng.random((q, p)) >= 1 / 24, rng.random((q, p)) < 1 / 720)
         flip = rng.random((q, p)) < np.where(flaky, 0.25, 0.01)
         fresh = rng.random((q, p)) < probs
         if changed:
@@ -255,6 +255,7 @@ def delays(
     trials: int,
     drop: float,
     slow: float,
+    null: Null = ALL,
     chunk: int = 20,
 ) -> tuple[np.ndarray, int]:
     """Runs from a change to the first alarm after it (NaN: not within `FOLLOW` runs),
@@ -263,7 +264,7 @@ def delays(
     for start in range(0, trials, chunk):
         n = min(chunk, trials - start)
         change = BASELINE_RUNS + CHANGE_AFTER
-        sim = simulate(rng, ALL, n, change + FOLLOW, change_at=change, drop=drop, slow=slow)
+        sim = simulate(rng, null, n, change + FOLLOW, change_at=change, drop=drop, slow=slow)
         _, onsets = cusum_alarms(sim, cfg, rng, CHANGE_AFTER + FOLLOW)
         after = onsets[:, CHANGE_AFTER:]
         found = after.any(axis=1)
@@ -327,12 +328,15 @@ def _delay_text(d: np.ndarray) -> str:
     return f"{len(found)}/{len(d)} | {np.median(found):.0f} | {np.percentile(found, 90):.0f}"
 
 
+LEGACY_NULLS = ("iid", "load AR(1)", "temperature 0", "all together")
+
+
 def main() -> None:
     """Run the calibration and print the tables."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quarters", type=int, default=200, help="model-quarters per null")
-    ap.add_argument("--trials", type=int, default=100, help="changes per scenario")
-    ap.add_argument("--legacy-quarters", type=int, default=10,
+    ap.add_argument("--trials", type=int, default=100, help="changes per scenario and null")
+    ap.add_argument("--legacy-quarters", type=int, default=5,
                     help="quarters per null for the old detector (about 7 s each)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
@@ -351,36 +355,37 @@ def main() -> None:
     for null in (*NULLS, ALL):
         fa = false_alarms(rng, null, cfg, args.quarters)
         old = "– | – | – | –"
-        if args.legacy_quarters:
-            sim = simulate(rng, null, args.legacy_quarters, BASELINE_RUNS + QUARTER_RUNS)
-            counts = np.array(
-                [
-                    legacy_run(sim, j, BASELINE_RUNS, BASELINE_RUNS + QUARTER_RUNS)[0]
-                    for j in range(args.legacy_quarters)
-                ]
-            )
-            old = f"{args.legacy_quarters} | {_summary(counts)}"
+        if args.legacy_quarters and null.name in LEGACY_NULLS:
+            n = args.legacy_quarters
+            sim = simulate(rng, null, n, BASELINE_RUNS + QUARTER_RUNS)
+            stop = BASELINE_RUNS + QUARTER_RUNS
+            counts = np.array([legacy_run(sim, j, BASELINE_RUNS, stop)[0] for j in range(n)])
+            old = f"{n} | {_summary(counts)}"
         print(f"| {null.name} | {args.quarters} | {_summary(fa)} | {old} |", flush=True)
-    print("\nDetection delay under the all-together null (runs = hours at hourly runs)\n")
-    print("| change | CUSUM found | median | p90 | old found | median | p90 |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\nDetection delay: runs from the change to the alarm, the changed run included")
+    print(f"(= hours at hourly runs; {args.trials} changes per cell, not found = not within")
+    print(f"{FOLLOW} runs)\n")
+    print("| change | null | CUSUM found | median | p90 | old found | median | p90 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, drop, slow in (
         ("pass rate -5 points", 0.05, 1.0),
         ("pass rate -10 points", 0.10, 1.0),
         ("pass rate -20 points", 0.20, 1.0),
         ("latency +50 %", 0.0, 1.5),
     ):
-        d, busy = delays(rng, cfg, args.trials, drop, slow)
-        old = "– | – | –"
-        if args.legacy_quarters:
-            change = BASELINE_RUNS + CHANGE_AFTER
-            n = args.legacy_quarters
-            sim = simulate(rng, ALL, n, change + FOLLOW, change_at=change, drop=drop, slow=slow)
-            od = np.array([legacy_run(sim, j, change - 24, change + FOLLOW, change)[1]
-                           for j in range(n)])  # fmt: skip
-            old = _delay_text(od)
-        note = f" ({busy} already in a false alarm)" if busy else ""
-        print(f"| {label}{note} | {_delay_text(d)} | {old} |", flush=True)
+        for null in (ALL, NULLS[0]):
+            d, busy = delays(rng, cfg, args.trials, drop, slow, null)
+            old = "– | – | –"
+            if args.legacy_quarters:
+                change = BASELINE_RUNS + CHANGE_AFTER
+                n = args.legacy_quarters
+                sim = simulate(rng, null, n, change + FOLLOW, change_at=change, drop=drop,
+                               slow=slow)  # fmt: skip
+                od = np.array([legacy_run(sim, j, change - 24, change + FOLLOW, change)[1]
+                               for j in range(n)])  # fmt: skip
+                old = _delay_text(od)
+            note = f" ({busy} in a false alarm at the change)" if busy else ""
+            print(f"| {label}{note} | {null.name} | {_delay_text(d)} | {old} |", flush=True)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 
