@@ -28,10 +28,11 @@ all together):
 - ``all together``.
 
 Changes (for the delays) start two weeks after the baseline: a pass-rate drop of d points
-flips each passing answer (a fixed prompt's state, persistently) to failing with
-probability d / mean(p); latency +50 % multiplies every request's latency by 1.5.
+flips each templated answer to failing with probability d / mean(p) and makes exactly
+round(20 d) passing fixed prompts fail from then on; latency +50 % multiplies every
+request's latency by 1.5.
 
-    nice python bench/drift.py [--quarters 200] [--trials 100] [--legacy-quarters 10]
+    nice python bench/drift.py [--quarters 200] [--trials 100] [--legacy-quarters 5]
 """
 
 from __future__ import annotations
@@ -123,8 +124,14 @@ def simulate(
     flaky = np.zeros((q, p), dtype=bool)
     for i in range(t):
         changed = change_at is not None and i >= change_at
-        if changed and i == change_at:
-            state &= rng.random((q, p)) >= flip_p
+        if changed and i == change_at and null.persistent:
+            # Exactly round(drop * FIXED) passing fixed prompts start failing for good.
+            n_flip = round(drop * FIXED)
+            score = np.where(state & fixed, rng.random((q, p)), -1.0)
+            top = np.argsort(-score, axis=1)[:, :n_flip]
+            hit = np.zeros((q, p), dtype=bool)
+            np.put_along_axis(hit, top, True, axis=1)
+            state &= ~(hit & (score >= 0))
         # Flaky episodes: a fixed prompt fails (or passes) against its state in a quarter
         # of the runs for about a day (mean 24 runs), about once a month per prompt.
         flaky = np.where(flaky, rng.random((q, p)) >= 1 / 24, rng.random((q, p)) < 1 / 720)

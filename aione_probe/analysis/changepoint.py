@@ -39,7 +39,7 @@ from scipy import stats
 MIN_THRESHOLD_K = 2.0
 #: Bootstrap blocks are at least a day of hourly runs long (or a quarter of the baseline):
 #: a short baseline underestimates the autocorrelation of a slowly varying load.
-MIN_BLOCK_RUNS = 24
+MIN_BLOCK_RUNS = 6
 HOURS = 24
 #: Confidence level of the long-run spread's upper bound.
 LONG_RUN_LEVEL = 0.75
