@@ -195,6 +195,8 @@ async def _run_groups(
             budget.spend(cost)
             if metrics is not None:
                 metrics.observe(obs, suite=suite_name, cost=cost)
+        if metrics is not None:
+            metrics.observe_request(attempts[-1])
         ctx = context.for_(inst, request)
         checks = run_checks(inst, attempts[-1], ctx, suite.default_checks)
         if metrics is not None:

@@ -301,6 +301,13 @@ class Suite:
                 return p
         raise KeyError(probe_id)
 
+    def check_names(self) -> set[str]:
+        """Every check and group check name a run of this suite can report."""
+        names = {c.name for c in self.default_checks}
+        for p in self.probes:
+            names |= {c.name for c in (*p.checks, *p.group_checks)}
+        return names
+
     def expand(
         self, seed: int, *, cheap_only: bool = False, probe_ids: set[str] | None = None
     ) -> list[ProbeInstance]:
