@@ -161,7 +161,8 @@ METRICS: tuple[MetricSpec, ...] = (
           f"Model names the gateway echoed in responses; the last "
           f"{RESPONSE_MODELS_PER_TARGET} distinct values per target; always 1.", store=True),
     _spec("golden_pass_ratio", "gauge", "ratio", _R,
-          "Golden-answer pass ratio in the current drift window (cached verdict).", store=True),
+          "Golden-answer pass rate seen by the drift detectors: mean of the last 24 runs "
+          "(cached).", store=True),
     _spec("golden_baseline_pass_ratio", "gauge", "ratio", _R,
           "Golden-answer pass ratio of the pinned baseline (cached verdict).", store=True),
     _spec("drift_verdict", "enum", "", (*_R, "verdict"),
