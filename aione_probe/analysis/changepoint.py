@@ -36,7 +36,7 @@ from scipy import stats
 
 #: The threshold is never below `MIN_THRESHOLD_K` reference values: a baseline with no
 #: spread (fixed prompts answered identically every run) would otherwise alarm at once.
-MIN_THRESHOLD_K = 2.0
+MIN_THRESHOLD_K = 1.5
 #: Bootstrap blocks are at least a day of hourly runs long (or a quarter of the baseline):
 #: a short baseline underestimates the autocorrelation of a slowly varying load.
 MIN_BLOCK_RUNS = 6
