@@ -180,6 +180,8 @@ def _check_config(args: argparse.Namespace) -> int:
         errors = key_problems(cfg)
     except ConfigError as exc:
         errors = [exc, *key_problems(cfg)]
+    if cfg.otel is not None:
+        errors += cfg.otel.header_problems(cfg.path)
     if errors:
         raise config_errors(errors)
     console.print(f"{path}: OK", highlight=False)
@@ -219,6 +221,13 @@ def _check_config(args: argparse.Namespace) -> int:
     for (gw_name, model), cost in sorted(totals.items()):
         console.print(
             f"  {gw_name}/{model}: about {cost:.2f} {cfg.budget.currency}/day at the price table",
+            highlight=False,
+        )
+    if cfg.otel is not None:
+        headers = ", ".join(f"{h}=${e}" for h, e in cfg.otel.headers_env.items()) or "none"
+        console.print(
+            f"  otel: {cfg.otel.endpoint} every {cfg.otel.interval:g}s, headers {headers}, "
+            f"traces {'on' if cfg.otel.traces else 'off'}",
             highlight=False,
         )
     cap = cfg.budget.daily_cap
@@ -378,6 +387,8 @@ def _reloader(path: Path, pending: list[Config], stop: asyncio.Event) -> Callabl
         try:
             new = load_config(path)
             load_suites(new)
+            if new.otel is not None:
+                new.otel.headers(new.path)  # a variable that is not set keeps the old config
         except ConfigError as exc:
             log.error("reload failed, keeping the last good config: %s", exc)
             return

@@ -14,6 +14,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -364,6 +365,86 @@ class DriftConfig(_Model):
         return {**DRIFT_MIN_CHANGE, **v}
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class OtelConfig(_Model):
+    """OpenTelemetry export of every observation (OTLP over HTTP/protobuf); off when absent.
+
+    `endpoint` is the collector's base URL (``http://collector:4318``); ``/v1/metrics`` and
+    ``/v1/traces`` are appended. Header values come only from the environment
+    (`headers_env` maps a header name to the variable holding its value), so a
+    collector's token is never written in the config file.
+    """
+
+    endpoint: str
+    headers_env: dict[str, str] = {}
+    interval: Duration = 60.0
+    timeout: Duration = 10.0
+    traces: bool = True
+    service_name: str = "aione-probe"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must start with http:// or https:// and name a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials: put them in headers_env")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        v = v.rstrip("/")
+        if v.endswith(("/v1/metrics", "/v1/traces")):
+            raise ValueError("give the base URL: /v1/metrics and /v1/traces are appended")
+        return v
+
+    @field_validator("headers_env")
+    @classmethod
+    def _headers_env(cls, v: dict[str, str]) -> dict[str, str]:
+        for header, env in v.items():
+            if not _HEADER_NAME.match(header):
+                raise ValueError(f"{header!r} is not an HTTP header name")
+            if not _ENV_NAME.match(env):
+                raise ValueError(f"{header}: {env!r} is not an environment variable name")
+        return v
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        if v < 1:
+            raise ValueError("must be at least 1 second")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than zero")
+        return v
+
+    def header_problems(self, source: Path) -> list[ConfigError]:
+        """Every header variable that is not set now (`check-config` lists them all)."""
+        return [
+            ConfigError(
+                str(source), f"otel.headers_env.{header}", f"environment variable {env} is not set"
+            )
+            for header, env in self.headers_env.items()
+            if not os.environ.get(env, "").strip()
+        ]
+
+    def headers(self, source: Path) -> dict[str, str]:
+        """The export headers, read now from the environment.
+
+        Raises:
+            ConfigError: a named variable is not set (naming `source` and the key).
+        """
+        if problems := self.header_problems(source):
+            raise config_errors(problems)
+        return {header: os.environ[env].strip() for header, env in self.headers_env.items()}
+
+
 _TargetRatio = Annotated[float, Field(gt=0, le=1)]
 
 
@@ -428,6 +509,7 @@ class Config(_Model):
     authenticity: AuthenticityConfig = AuthenticityConfig()
     drift: DriftConfig = DriftConfig()
     slos: list[SloConfig] = []
+    otel: OtelConfig | None = None
 
     @model_validator(mode="after")
     def _cross_refs(self) -> Config:

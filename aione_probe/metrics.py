@@ -137,6 +137,9 @@ METRICS: tuple[MetricSpec, ...] = (
     # --- checks and runs
     _spec("checks_total", "counter", "checks", (*_R, "check", "outcome"),
           "Check results by check name and outcome (pass, fail, partial, unscored, missing)."),
+    _spec("check_findings_total", "counter", "checks", (*_R, "check", "finding"),
+          "Findings of the billing checks (cache: hit, discount_unverified, timing_hit...; "
+          "usage_completion_plausible: plausible, inflated...), from a fixed set."),
     _spec("suite_runs_total", "counter", "runs", (*_R, "status"),
           "Finished suite runs by status (ok, failed, partial, skipped)."),
     _spec("suite_interval_seconds", "gauge", "seconds", _R,
@@ -526,9 +529,13 @@ class ProbeMetrics:
     ) -> None:
         """Count check results by check name and outcome."""
         checks = self._live[PREFIX + "checks_total"]
+        findings = self._live[PREFIX + "check_findings_total"]
         for r in results:
             outcome = CheckValue(r.value).value
             checks.labels(gateway, model, suite, _bounded(r.name), outcome).inc()
+            finding = r.metadata.get("outcome")
+            if finding in FINDINGS.get(r.name, ()):
+                findings.labels(gateway, model, suite, r.name, finding).inc()
 
     def run_finished(self, gateway: str, model: str, suite: str, status: str, at: datetime) -> None:
         """Count a finished run and update its last-run (and last-success) timestamp.
@@ -639,6 +646,18 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+#: Checks whose ``metadata.outcome`` is exported, and the values it may take (a label).
+FINDINGS: dict[str, frozenset[str]] = {
+    "cache": frozenset(
+        {"hit", "partial_hit", "no_discount", "discount_unverified", "miss", "no_cache_field",
+         "timing_hit", "unscored"}
+    ),
+    "usage_completion_plausible": frozenset(
+        {"plausible", "inflated", "deflated", "unmeasured", "unscored"}
+    ),
+}  # fmt: skip
 
 
 def _bounded(value: str) -> str:

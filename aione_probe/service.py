@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -41,6 +41,9 @@ from aione_probe.server import MetricsProcess
 from aione_probe.store import Store
 from aione_probe.suites import Suite, load_suite
 from aione_probe.types import utcnow
+
+if TYPE_CHECKING:  # the `otel` extra is optional
+    from aione_probe.otel import OtelExporter
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,7 @@ class Service:
         self.astore = AsyncStore(self.store)
         self.metrics = metrics or ProbeMetrics()
         self.metrics.set_build_info(__version__)
+        self.otel = open_otel(cfg)
         factory = transport_factory or (lambda _gw: None)
         self.clients = {g.name: GatewayClient(g, transport=factory(g)) for g in cfg.gateways}
         self.models: dict[str, list[str]] = {}
@@ -152,6 +156,9 @@ class Service:
         """Close clients and the store thread."""
         for client in self.clients.values():
             await client.aclose()
+        if self.otel is not None:
+            # Flushes what is pending (a one-shot `run` exports before it exits).
+            await asyncio.to_thread(self.otel.shutdown)
         self.astore.close()
 
     async def _resolve_models(self, gw: GatewayConfig) -> list[str]:
@@ -230,6 +237,7 @@ class Service:
             client=self.clients[gw],
             astore=self.astore,
             metrics=self.metrics,
+            otel=self.otel,
             price=self.cfg.price_for(job.target.model),
             seed=self.seed_for(job.suite) if seed is None else seed,
             scheduled=scheduled,
@@ -249,6 +257,8 @@ class Service:
             Store.record_skipped_run, t.gateway, t.model, job.suite.job_name, suite.version, reason
         )
         self.metrics.run_finished(t.gateway, t.model, job.suite.job_name, "skipped", utcnow())
+        if self.otel is not None:
+            self.otel.run_finished(t.gateway, t.model, job.suite.job_name, "skipped")
         log.warning("skipped %s on %s/%s: %s", job.suite.job_name, t.gateway, t.model, reason)
 
     async def run_once(
@@ -416,6 +426,30 @@ class Service:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def open_otel(cfg: Config) -> OtelExporter | None:
+    """The OpenTelemetry exporter of `cfg`, or None when `[otel]` is absent.
+
+    Raises:
+        ConfigError: a header variable is not set, or the `otel` extra is not installed.
+    """
+    if cfg.otel is None:
+        return None
+    headers = cfg.otel.headers(cfg.path)
+    try:
+        from aione_probe.otel import OtelExporter
+    except ImportError as exc:
+        raise ConfigError(
+            str(cfg.path), "otel", f"needs the otel extra: pip install 'aione-probe[otel]' ({exc})"
+        ) from None
+    return OtelExporter(
+        cfg.otel,
+        cfg.gateways,
+        headers=headers,
+        currency=cfg.budget.currency,
+        objectives=cfg.objectives_for,
+    )
 
 
 def write_report(store: Store, since: datetime, until: datetime, out_dir: Path) -> Path:

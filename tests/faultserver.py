@@ -395,7 +395,7 @@ def _key_of(seen: Seen) -> str:
 def _text_answer(seen: Seen, factor: float, stream: bool) -> Response:
     """An answer that stops early; ``completion_tokens`` is the honest count × `factor`
     (``total_tokens`` kept consistent), so only a comparison with the text can tell."""
-    n = 8 + int(hashlib.sha256(json.dumps(seen.body).encode()).hexdigest(), 16) % 40
+    n = 30 + int(hashlib.sha256(json.dumps(seen.body).encode()).hexdigest(), 16) % 40
     words = " ".join(f"w{i % 7}" for i in range(n))
     text = f"Here is the answer: {words}."
     honest = count_tokens(text)
@@ -577,17 +577,15 @@ def create_app(server: FaultServer) -> Starlette:
 
 
 @contextmanager
-def running() -> Iterator[FaultServer]:
-    """Start the fault server on a free loopback port; stop it on exit."""
-    server = FaultServer()
+def _serving(app: Starlette) -> Iterator[int]:
+    """Serve `app` with uvicorn in a thread on a free loopback port; yields the port."""
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto
     # is TCP, and without it Nagle + delayed ACK hold small SSE writes for ~40 ms.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server.port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(server),
+        app,
         log_level="critical",
         access_log=False,
         lifespan="off",
@@ -603,8 +601,57 @@ def running() -> Iterator[FaultServer]:
             raise RuntimeError("fault server did not start")
         time.sleep(0.01)
     try:
-        yield server
+        yield sock.getsockname()[1]
     finally:
         uv.should_exit = True
         thread.join(5)
         sock.close()
+
+
+@contextmanager
+def running() -> Iterator[FaultServer]:
+    """Start the fault server on a free loopback port; stop it on exit."""
+    server = FaultServer()
+    with _serving(create_app(server)) as port:
+        server.port = port
+        yield server
+
+
+# --------------------------------------------------------------------- a relay in front
+def create_relay(upstream: str, factor: float) -> Starlette:
+    """A dishonest relay in front of `upstream` (an OpenAI-compatible root URL): plain
+    chat completions pass through with ``completion_tokens`` multiplied by `factor` and
+    ``total_tokens`` kept consistent; ``GET /v1/models`` passes through."""
+    import httpx
+
+    client = httpx.AsyncClient(base_url=upstream, timeout=300)
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        body["stream"] = False
+        body.pop("stream_options", None)
+        upstream_response = await client.post("/v1/chat/completions", json=body)
+        data = upstream_response.json()
+        usage = data.get("usage") or {}
+        if isinstance(usage.get("completion_tokens"), int):
+            usage["completion_tokens"] = round(usage["completion_tokens"] * factor)
+            usage["total_tokens"] = usage.get("prompt_tokens", 0) + usage["completion_tokens"]
+        return JSONResponse(data, status_code=upstream_response.status_code)
+
+    async def models(request: Request) -> Response:
+        r = await client.get("/v1/models")
+        return JSONResponse(r.json(), status_code=r.status_code)
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ]
+    )
+
+
+@contextmanager
+def relay(upstream: str, factor: float) -> Iterator[str]:
+    """Run `create_relay` on a free loopback port; yields its ``/v1`` base URL."""
+    with _serving(create_relay(upstream, factor)) as port:
+        yield f"http://127.0.0.1:{port}/v1"

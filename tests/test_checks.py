@@ -450,6 +450,7 @@ VALID_PARAMS: dict[str, dict[str, Any]] = {
     "usage_max_tokens": {},
     "usage_in_stream": {},
     "usage_reasoning": {},
+    "usage_completion_plausible": {"tolerance": 0.1},
     "model_name": {"listed": ["m"]},
     "image": {"aspect_ratio": "1:1"},
 }

@@ -544,13 +544,17 @@ def test_behaviour_probes_cover_finish_reasons_and_usage() -> None:
 
 def test_cache_probe_sends_a_long_shared_prefix_sequentially() -> None:
     (p,) = _suite(CACHE_FILE).probes
-    assert p.kind == "cache" and p.sequential and not p.varies_per_sample
-    assert p.samples == 4 and not p.stream and p.max_tokens <= 8
+    assert p.kind == "cache" and p.sequential and not p.varies_per_sample and p.cache_pairs
+    assert p.samples == 10 and p.stream and p.max_tokens <= 8
     assert [c.name for c in p.group_checks] == ["cache"]
     assert p.system is not None and len(p.system) >= 4_800
     assert p.system.startswith("Support desk session {{nonce}}.")
     (rule,) = [line for line in p.system.splitlines() if line.startswith("Rule 17.")]
     assert f"within {_checks(p, 'numeric')[0]['expected']} working hours" in rule
-    first, *rest = _suite(CACHE_FILE).expand(seed=11)
-    assert all(i.request("m").messages == first.request("m").messages for i in rest)
-    assert _suite(CACHE_FILE).expand(seed=12)[0].vars != first.vars
+    # (first send, repeat) pairs: each pair shares its prefix, no two pairs do.
+    insts = _suite(CACHE_FILE).expand(seed=11)
+    pairs = [insts[i : i + 2] for i in range(0, len(insts), 2)]
+    assert all(a.request("m").messages == b.request("m").messages for a, b in pairs)
+    assert len({str(a.request("m").messages) for a, _ in pairs}) == len(pairs)
+    assert [p.cache_role(i.sample) for i in insts] == ["miss", "hit"] * 5
+    assert _suite(CACHE_FILE).expand(seed=12)[0].vars != insts[0].vars

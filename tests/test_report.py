@@ -100,7 +100,12 @@ def populate(store: Store) -> dict[str, object]:
                         CheckResult(
                             "cache",
                             CheckValue.passed,
-                            metadata={"hit_ratio": 0.75, "saved": 0.002, "currency": "USD"},
+                            metadata={
+                                "hit_ratio": 0.75,
+                                "saved": 0.002,
+                                "currency": "USD",
+                                "verified": True,
+                            },
                         ),
                         None,
                         "cache-long-01",
@@ -306,6 +311,8 @@ def test_json_export_matches_the_numbers(report) -> None:
         "hit_ratio": 0.75,
         "saved": pytest.approx(0.006),
         "currency": "USD",
+        "unverified": 0.0,
+        "unverified_runs": 0,
     }
     assert gw_a["authenticity"]["signals"][0]["p_value"] == 0.2011
     assert gw_a["drift"][0]["signals"][0]["signal"] == "pass_rate"
