@@ -19,11 +19,13 @@ from aione_probe.analysis.changepoint import (
     stationary_bootstrap_paths,
 )
 from aione_probe.analysis.drift import (
+    Monitor,
     RunArrays,
     RunValues,
     build_baseline,
     median_counting_timeouts,
     reference_value,
+    verdict_of,
 )
 from aione_probe.analysis.run import analyse_drift, pin_drift_baseline
 from aione_probe.config import Config, DriftConfig
@@ -164,6 +166,12 @@ def test_pass_residuals_pair_by_probe_and_skip_unknown_ones() -> None:
     run = RunValues(1, T0, probes={"h0": (1, 1), "new": (0, 1)}, values={})
     r = RunArrays.of([run]).residuals(base, "pass_rate")
     assert r[0] == pytest.approx(base.probe_pass["h0"] - 1.0)
+    monitor = Monitor(baseline_id=1)
+    monitor.thresholds(base, 0.2)
+    changed = RunValues(2, T0 + timedelta(hours=1), probes={"new": (1, 1)},
+                        values={"pass_rate": 1.0, "error_share": 0.0}, n_requests=1)  # fmt: skip
+    monitor.observe(changed, base)
+    assert "re-pinned" in verdict_of(monitor, base).note
 
 
 # --- the service path: store -> analysis -> verdicts, metrics, report ---------------------

@@ -606,7 +606,14 @@ def verdict_of(monitor: Monitor, baseline: DriftBaseline) -> DriftVerdict:
     tripped = [r["metric"] for r in rows if r["alarm"]]
     if not rows:
         return DriftVerdict("insufficient_data", needed=1, note="baseline has no metric values")
-    return DriftVerdict("regressed" if tripped else "ok", tripped=tripped, metrics=rows)
+    note = ""
+    last = monitor.last.get("pass_rate", {})
+    if last.get("value") is not None and last.get("residual") is None:
+        note = (
+            "the last run scored no probe the baseline knows (the suite changed?): "
+            "pass_rate is not monitored until the baseline is re-pinned"
+        )
+    return DriftVerdict("regressed" if tripped else "ok", note=note, tripped=tripped, metrics=rows)
 
 
 def baseline_shortfall(n_runs: int, span_s: float, cfg: DriftConfig) -> tuple[int, str] | None:
