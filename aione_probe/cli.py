@@ -1,7 +1,7 @@
-"""Command line: check-config, run, serve, models, report, demo, baseline.
+"""Command line: check-config, run, serve, models, report, demo, baseline, fleet.
 
 Exit codes: 0 success (for `run`: every probe answered and every check passed), 1 some
-probe failed, 2 bad configuration or usage.
+probe failed, 2 bad configuration or usage, or the fleet's database is unreachable.
 """
 
 from __future__ import annotations
@@ -25,10 +25,14 @@ from rich.text import Text
 
 from aione_probe import __version__
 from aione_probe.analysis.authenticity import pin_baseline as pin_authenticity
-from aione_probe.analysis.run import drift_window
+from aione_probe.analysis.drift import baseline_shortfall
+from aione_probe.analysis.run import pin_drift_baseline
+from aione_probe.asyncstore import is_disconnect
 from aione_probe.config import Config, key_problems, load_config
 from aione_probe.errors import ConfigError, config_errors
 from aione_probe.estimate import daily_cost, estimate_suite
+from aione_probe.fleet import FleetDatabaseError
+from aione_probe.fleet.status import print_status
 from aione_probe.redact import install_log_redaction, printable
 from aione_probe.runner import RunSummary
 from aione_probe.service import Service, load_suites, write_report
@@ -64,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for line in str(exc).splitlines():
             err.print(f"config error {line}", markup=False, highlight=False)
+        return EXIT_CONFIG
+    except FleetDatabaseError as exc:
+        err.print(f"fleet error {exc}", markup=False, highlight=False)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -143,6 +150,12 @@ def _parser() -> argparse.ArgumentParser:
         help="import an authenticity fingerprint as a known-good profile of its model, "
         "compared with every gateway that serves that model",
     )
+
+    fl = sub.add_parser("fleet", help="fleet mode: inspect the instances sharing the database")
+    fsub = fl.add_subparsers(dest="fleet_command", required=True)
+    sp = fsub.add_parser("status", help="instances (location, heartbeat, runs in flight), queue")
+    sp.set_defaults(func=_fleet_status)
+    _add_config(sp)
 
     sp = cmd("demo", _demo, "start the local gateway and the service with the demo config")
     sp.add_argument("--config", type=Path, default=Path("examples/demo.toml"))
@@ -442,6 +455,23 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.config, once=args.once)
 
 
+# --------------------------------------------------------------------------- fleet
+def _fleet_status(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if cfg.fleet is None:
+        raise ConfigError(str(cfg.path), "fleet", "no [fleet] section: not a fleet config")
+    store = Store(cfg.storage_url())
+    try:
+        print_status(store, cfg.fleet, console)
+    except Exception as exc:
+        if not is_disconnect(exc):
+            raise
+        raise FleetDatabaseError(f"fleet database {store.url} is unreachable") from None
+    finally:
+        store.close()
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- baselines
 def _open_store(cfg: Config) -> Store:
     store = Store(cfg.storage_url())
@@ -465,24 +495,24 @@ def _baseline_pin(args: argparse.Namespace) -> int:
     if not suites:
         err.print(f"no runs of {args.gateway}/{args.model} to pin", highlight=False)
         return EXIT_FAILED
+    failed = False
     for suite in suites:
-        window = drift_window(store, args.gateway, args.model, suite, args.since, until)
-        bid = store.pin_baseline(
-            "drift",
-            args.gateway,
-            args.model,
-            suite,
-            args.since,
-            until,
-            "pinned",
-            window.to_dict(),
-        )
+        try:
+            bid, baseline = pin_drift_baseline(
+                store, cfg, args.gateway, args.model, suite, args.since, until, "pinned"
+            )
+        except ValueError as exc:
+            err.print(f"cannot pin a drift baseline for {suite}: {exc}", highlight=False)
+            failed = True
+            continue
+        short = baseline_shortfall(baseline.runs, baseline.span_s, cfg.drift)
         console.print(
-            f"pinned drift baseline {bid} for {suite}: {window.runs} runs, "
-            f"{window.scored} scored answers",
+            f"pinned drift baseline {bid} for {suite}: {baseline.runs} runs over "
+            f"{timedelta(seconds=round(baseline.span_s))}"
+            + (f" (below the recommended size: {short[1]})" if short else ""),
             highlight=False,
         )
-    return EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _baseline_show(args: argparse.Namespace) -> int:

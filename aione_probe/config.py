@@ -276,6 +276,45 @@ class Storage(_Model):
     url: str = DEFAULT_STORAGE_URL
 
 
+class FleetConfig(_Model):
+    """Fleet mode: several instances share one PostgreSQL database, grouped by location.
+
+    Every instance with the same `location` shares that location's work; each location
+    runs every job. `url` is the PostgreSQL database of both the work queue (Procrastinate)
+    and the store. `instance` names this process in `fleet status` (default: host-pid).
+    An instance whose last heartbeat is older than `stalled_after` is presumed lost: its
+    runs in flight are recorded as interrupted.
+    """
+
+    url: str
+    location: str
+    instance: str | None = None
+    concurrency: int = Field(default=200, ge=1, le=10_000)
+    heartbeat: Duration = 5.0
+    stalled_after: Duration = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, v: str) -> str:
+        if not v.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ValueError("must be a postgresql:// URL (fleet mode needs PostgreSQL)")
+        return v
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, v: str) -> str:
+        # A metric label value: short and from a small alphabet keeps its cardinality bounded.
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", v):
+            raise ValueError("must be 1-32 characters of a-z, 0-9, '-' or '_' (e.g. eu-west)")
+        return v
+
+    @model_validator(mode="after")
+    def _timing(self) -> FleetConfig:
+        if self.heartbeat <= 0 or self.stalled_after < 2 * self.heartbeat:
+            raise ValueError("stalled_after must be at least twice heartbeat (and heartbeat > 0)")
+        return self
+
+
 class Server(_Model):
     """The HTTP endpoint for /metrics, /healthz and the latest report."""
 
@@ -324,19 +363,45 @@ class AuthenticityConfig(_Model):
     references: list[ReferencePair] = []
 
 
-class DriftConfig(_Model):
-    """Settings of the quality and latency drift verdicts.
+#: Smallest change per drift metric worth a page (see `DriftConfig`).
+DRIFT_MIN_CHANGE: dict[str, float] = {
+    "pass_rate": 0.08,
+    "ttft_seconds": 0.5,
+    "e2e_seconds": 0.5,
+    "output_tokens": 0.25,
+    "error_share": 0.05,
+}
 
-    `alpha` is the family-wise error rate of one evaluation of one target (Holm across its
-    suites and metrics). Evaluations repeat after every analysis pass on overlapping
-    windows, so it is set well below the target of at most one false alarm per model per
-    quarter; `bench/drift.py` measures the resulting rate.
+
+class DriftConfig(_Model):
+    """Settings of the sequential run-level drift detectors (`aione_probe.analysis.drift`).
+
+    `false_alarms_per_quarter` is the budget of one model (gateway x model): expected
+    false ``regressed`` verdicts per 90 days of continuous monitoring, split evenly over all
+    its suites and metrics. A baseline is pinned automatically once a suite has
+    `baseline_runs` usable runs spanning at least `baseline_span` (a week, so the weekly
+    cycle is inside the residuals the thresholds are calibrated on). `min_change` is the
+    smallest change per metric worth a page (pass rate and error share in absolute
+    points, latency and output length relative); each detector's reference value is half
+    of it. `bench/drift.py` measures the resulting false-alarm rate and detection delay.
     """
 
-    alpha: float = Field(default=0.001, gt=0, lt=0.5)
-    window: Duration = 86400.0
-    min_runs: int = Field(default=6, ge=1)
-    auto_baseline_runs: int = Field(default=72, ge=1)
+    false_alarms_per_quarter: float = Field(default=1.0, gt=0, le=100)
+    baseline_runs: int = Field(default=72, ge=8)
+    baseline_span: Duration = 14 * 86400.0
+    bootstrap_reps: int = Field(default=100, ge=20, le=10_000)
+    min_change: dict[str, float] = Field(default_factory=lambda: dict(DRIFT_MIN_CHANGE))
+
+    @field_validator("min_change")
+    @classmethod
+    def _min_change(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(DRIFT_MIN_CHANGE))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown} (known: {sorted(DRIFT_MIN_CHANGE)})")
+        bad = sorted(k for k, x in v.items() if not 0 < x < 10)
+        if bad:
+            raise ValueError(f"min_change of {bad} must lie in (0, 10)")
+        return {**DRIFT_MIN_CHANGE, **v}
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -478,6 +543,7 @@ class Config(_Model):
     pricing: dict[str, PriceConfig] = {}
     budget: Budget = Budget()
     storage: Storage = Storage()
+    fleet: FleetConfig | None = None
     server: Server = Server()
     reports: Reports = Reports()
     authenticity: AuthenticityConfig = AuthenticityConfig()
@@ -507,6 +573,18 @@ class Config(_Model):
         for g in self.budget.per_gateway:
             if g not in names:
                 raise ValueError(f"budget.per_gateway names unknown gateway {g!r}")
+        if self.fleet is not None:
+            if self.storage.url not in (DEFAULT_STORAGE_URL, self.fleet.url):
+                raise ValueError(
+                    "fleet mode stores in the fleet's database: drop storage.url or set it "
+                    "to fleet.url"
+                )
+            for i, s in enumerate(self.suites):
+                if s.interval is not None and slot_cron(s.interval) is None:
+                    raise ValueError(
+                        f"suites[{i}].interval {s.interval:g}s: in fleet mode an interval "
+                        "must divide a minute, an hour or a day (slots are cron-aligned)"
+                    )
         for i, r in enumerate(self.authenticity.references):
             for g in (r.gateway, r.reference_gateway):
                 if g not in names:
@@ -552,12 +630,33 @@ class Config(_Model):
         return beside if beside.exists() else self.resolve(self.probes_dir) / path
 
     def storage_url(self) -> str:
-        """The storage URL with a relative SQLite path made relative to the config file."""
+        """The storage URL with a relative SQLite path made relative to the config file.
+
+        In fleet mode it is the fleet's PostgreSQL database.
+        """
+        if self.fleet is not None:
+            return self.fleet.url
         url = self.storage.url
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
             return prefix + str(self.resolve(url[len(prefix) :]))
         return url
+
+
+def slot_cron(interval_s: float) -> str | None:
+    """A cron line (six fields, seconds last) firing every `interval_s` on epoch-aligned
+    slots, or None when no cron line can (an interval that divides no minute, hour or day).
+    """
+    n = int(interval_s)
+    if n != interval_s or n < 1:
+        return None
+    if n < 60 and 60 % n == 0:
+        return f"* * * * * */{n}"
+    if n % 60 == 0 and n < 3600 and 3600 % n == 0:
+        return f"*/{n // 60} * * * * 0"
+    if n % 3600 == 0 and n <= 86400 and 86400 % n == 0:
+        return "0 0 * * * 0" if n == 86400 else f"0 */{n // 3600} * * * 0"
+    return None
 
 
 def _read_secret(env: str | None, file: Path | None) -> str | None:

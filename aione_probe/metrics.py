@@ -56,7 +56,7 @@ RUN_STATUSES = ("ok", "failed", "partial", "skipped")
 # probes failed at the gateway, which the request metrics already report.
 SUCCESS_STATUSES = frozenset({"ok", "partial"})
 AUTHENTICITY_VERDICTS = ("authentic", "suspect", "substituted", "insufficient_data")
-DRIFT_VERDICTS = ("ok", "regressed", "improved", "insufficient_data")
+DRIFT_VERDICTS = ("ok", "regressed", "insufficient_data")
 SIGNAL_RESULTS = ("pass", "fail", "skipped")
 TOKEN_KINDS = ("prompt", "cached_prompt", "completion", "reasoning", "cache_creation")
 ERROR_CLASSES = tuple(k.value for k in FailureKind if k is not FailureKind.ok)
@@ -164,14 +164,25 @@ METRICS: tuple[MetricSpec, ...] = (
           f"Model names the gateway echoed in responses; the last "
           f"{RESPONSE_MODELS_PER_TARGET} distinct values per target; always 1.", store=True),
     _spec("golden_pass_ratio", "gauge", "ratio", _R,
-          "Golden-answer pass ratio in the current drift window (cached verdict).", store=True),
+          "Golden-answer pass rate seen by the drift detectors: mean of the last 24 runs "
+          "(cached).", store=True),
     _spec("golden_baseline_pass_ratio", "gauge", "ratio", _R,
           "Golden-answer pass ratio of the pinned baseline (cached verdict).", store=True),
     _spec("drift_verdict", "enum", "", (*_R, "verdict"),
           "Quality drift verdict: 1 for the current verdict, 0 for the others (cached).",
           store=True),
-    _spec("drift_p_value", "gauge", "ratio", _R,
-          "p-value of the drift test against the baseline (cached verdict).", store=True),
+    _spec("drift_statistic", "gauge", "", (*_R, "metric"),
+          "CUSUM statistic of each run-level drift detector (metric: pass_rate, "
+          "ttft_seconds, e2e_seconds, output_tokens, error_share; cached verdict).",
+          store=True),
+    _spec("drift_threshold", "gauge", "", (*_R, "metric"),
+          "Alarm threshold of each drift detector, in the statistic's units (cached).",
+          store=True),
+    _spec("drift_alarm", "gauge", "", (*_R, "metric"),
+          "1 while the drift detector of the metric is in alarm, else 0 (cached).", store=True),
+    _spec("drift_missed_runs", "gauge", "runs", _R,
+          "Runs since the drift baseline that gave the detectors nothing (failed, skipped "
+          "or never made), the open gap included (cached).", store=True),
     _spec("authenticity_verdict", "enum", "", (*_R, "verdict"),
           "Authenticity verdict: 1 for the current verdict, 0 for the others (cached).",
           store=True),
@@ -343,6 +354,8 @@ class ProbeMetrics:
         self._sink: Sink | None = None
         self._capped: set[str] = set()
         self._build: Labels | None = None
+        self.location: str | None = None
+        """Fleet mode: this instance's location (store-derived run gauges are per location)."""
         self._objectives: dict[Labels, Objectives] = {}
         self._declared: list[_Job] = []
         self._live = _instruments(self.registry)
@@ -541,12 +554,14 @@ class ProbeMetrics:
     def refresh(self, store: Any) -> None:
         """Rebuild the store-derived gauges from `store` (call from a worker thread).
 
-        `store` needs ``latest_verdicts(kind=None)`` and ``last_runs()``. The new snapshot
-        replaces the old one in one step; scrapes only ever read memory.
+        `store` needs ``latest_verdicts(kind=None)`` and ``last_runs(location=)``. The new
+        snapshot replaces the old one in one step; scrapes only ever read memory. In fleet
+        mode (`location` set) last runs are this location's: the exposition labels them so.
         """
         verdicts = _verdict_samples(store.latest_verdicts())
         runs = []
-        for row in store.last_runs():
+        last = store.last_runs(location=self.location) if self.location else store.last_runs()
+        for row in last:
             when = row.finished_at or row.started_at
             if row.status in RUN_STATUSES and when is not None:
                 runs.append(((row.gateway, row.model, row.suite or ""), row.status, _unix(when)))
@@ -694,7 +709,18 @@ def _verdict_samples(rows: Iterable[Any]) -> Samples:
                          SIGNAL_RESULTS)  # fmt: skip
         elif row.kind == "drift":
             enum("drift_verdict", key, verdict, DRIFT_VERDICTS)
-            put("drift_p_value", key, _number(details.get("p_value")))
+            for m in details.get("metrics") or []:
+                if not isinstance(m, dict) or "metric" not in m:
+                    continue
+                labels = (*key, _bounded(m["metric"]))
+                put("drift_statistic", labels, _number(m.get("statistic")))
+                put("drift_threshold", labels, _number(m.get("threshold")))
+                put("drift_alarm", labels, 1.0 if m.get("alarm") else 0.0)
+            monitor = details.get("monitor") if isinstance(details.get("monitor"), dict) else {}
+            gap = details.get("open_gap") if isinstance(details.get("open_gap"), dict) else {}
+            missed = _number(monitor.get("missed_runs"))
+            if missed is not None:
+                put("drift_missed_runs", key, missed + (_number(gap.get("missed_runs")) or 0))
             put("golden_pass_ratio", key, _number(details.get("pass_ratio")))
             put("golden_baseline_pass_ratio", key, _number(details.get("baseline_pass_ratio")))
         elif row.kind == "cross_protocol":

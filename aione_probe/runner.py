@@ -164,25 +164,46 @@ async def run_suite(
     suite_name: str | None = None,
     progress: ProgressFn | None = None,
     listed_models: tuple[str, ...] | None = None,
+    run_id: int | None = None,
+    location: str | None = None,
 ) -> RunSummary:
     """Run `suite` once against `target` and store everything it observed.
 
     Gateway behaviour never raises out of here: failures are observations. Cancellation
     (shutdown) stores what was observed so far with status ``failed`` and reason
-    ``interrupted``, then re-raises.
+    ``interrupted``, then re-raises. `run_id` is a run already recorded as ``running``
+    (fleet mode claims its slot first); without it the run is recorded here, in
+    `location` (fleet mode's manual runs).
     """
     name = suite_name or suite.id
     seed = new_seed() if seed is None else seed
     instances = suite.expand(seed, cheap_only=cheap_only)
     if not instances:
         reason = "no probe selected (cheap_only on a suite without cheap probes)"
-        run_id = await astore.call(
-            Store.record_skipped_run, target.gateway, target.model, name, suite.version, reason
-        )
+        if run_id is not None:
+            await astore.call(Store.finish_run, run_id, "skipped", reason, [], [])
+        else:
+            run_id = await astore.call(
+                Store.record_skipped_run,
+                target.gateway,
+                target.model,
+                name,
+                suite.version,
+                reason,
+                location=location,
+            )
         return RunSummary(run_id, target, name, "skipped", reason)
-    run_id = await astore.call(
-        Store.start_run, target.gateway, target.model, name, suite.version, seed, scheduled
-    )
+    if run_id is None:
+        run_id = await astore.call(
+            Store.start_run,
+            target.gateway,
+            target.model,
+            name,
+            suite.version,
+            seed,
+            scheduled,
+            location=location,
+        )
     budget = _Budget(budget_left)
     outcomes: list[_ProbeOutcome] = []
     reason = ""

@@ -17,6 +17,7 @@ from aione_probe.errors import FailureKind
 from aione_probe.report import build_report_data
 from aione_probe.report.data import split_period
 from aione_probe.store import CheckRecord, ObservationRecord, SchemaVersion, Store
+from aione_probe.store.migrate import SCHEMA_VERSION
 from aione_probe.store.rollup import (
     CHECK_DAY,
     CHECK_KEYS,
@@ -206,7 +207,7 @@ def test_migration_from_version_1_fills_the_rollups(store: Store, tmp_path: Path
         conn.execute(insert(SchemaVersion), {"version": 1, "applied_at": DAY0})
     with Store(store.url) as again:
         assert again.schema_version() == 1
-        assert again.migrate() == 2
+        assert again.migrate() == SCHEMA_VERSION
         with again.engine.connect() as conn:
             indexes = {i["name"] for i in inspect(conn).get_indexes("observation")}
         assert "ix_observation_target_timing" in indexes

@@ -18,7 +18,7 @@ from markupsafe import Markup
 from aione_probe.redact import scrub
 from aione_probe.report.data import PERCENTILES
 from aione_probe.report.model import ReportData, TargetReport, verdict_tone
-from aione_probe.report.svg import Series, bar_chart, column_chart, line_chart
+from aione_probe.report.svg import Series, bar_chart, column_chart, line_chart, threshold_chart
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -98,6 +98,11 @@ def _charts(t: TargetReport) -> dict[str, Markup]:
         charts["pass_cat"] = bar_chart(
             items, title="Golden pass rate by category", unit="%", max_value=100
         )
+    for suite, detail in t.drift_detail.items():
+        if detail.history:
+            charts[f"drift:{suite}"] = threshold_chart(
+                detail.history, title=f"Drift detectors, {suite}: statistic / threshold"
+            )
     if t.spend_by_day:
         charts["spend"] = column_chart(t.spend_by_day, title="Spend per day")
     if t.errors:
