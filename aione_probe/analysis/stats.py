@@ -19,6 +19,8 @@ import numpy as np
 from scipy import sparse, stats
 
 DEFAULT_PERMUTATIONS = 49_999
+#: Largest p-value the Cauchy combination uses (see `acat`).
+ACAT_P_MAX = 0.99
 
 
 class InsufficientDataError(ValueError):
@@ -663,8 +665,15 @@ def tokenizer_novelty_test(
     )
 
 
-def mann_whitney(x: Sequence[float], y: Sequence[float], *, min_per_side: int = 5) -> StatResult:
-    """Two-sided Mann–Whitney U test (speed, TTFT, unpaired token deltas).
+def mann_whitney(
+    x: Sequence[float],
+    y: Sequence[float],
+    *,
+    min_per_side: int = 5,
+    alternative: str = "two-sided",
+) -> StatResult:
+    """Mann–Whitney U test of x against y (`alternative` as in SciPy: ``greater`` means
+    x tends to be larger).
 
     Raises:
         InsufficientDataError: fewer than `min_per_side` values on either side.
@@ -676,7 +685,7 @@ def mann_whitney(x: Sequence[float], y: Sequence[float], *, min_per_side: int = 
         raise InsufficientDataError("too few values", short)
     if np.ptp(np.r_[xs, ys]) == 0:
         return StatResult("mann_whitney", 0.0, 1.0, len(xs), len(ys), method="degenerate")
-    res = stats.mannwhitneyu(xs, ys, alternative="two-sided", method="auto")
+    res = stats.mannwhitneyu(xs, ys, alternative=alternative, method="auto")
     return StatResult(
         "mann_whitney",
         float(res.statistic),
@@ -751,6 +760,11 @@ def acat(p_values: Sequence[float], weights: Sequence[float] | None = None) -> f
     w = w / w.sum()
     if np.any(ps == 0.0):
         return 0.0
+    # A p-value of exactly 1 (a degenerate test, a signal with no variation) maps to
+    # tan(-π/2) = -inf and would cancel any evidence in the sum. Capping p at ACAT_P_MAX
+    # bounds each such term at tan(-0.49π) ≈ -31.8; it only moves mass in the far left tail
+    # of the statistic, which the small-α decision never reads.
+    ps = np.minimum(ps, ACAT_P_MAX)
     tiny = ps < 1e-15
     terms = np.where(tiny, 1.0 / (np.maximum(ps, 1e-300) * np.pi), np.tan((0.5 - ps) * np.pi))
     t = float(np.dot(w, terms))
