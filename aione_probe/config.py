@@ -311,7 +311,7 @@ class AuthenticityConfig(_Model):
     runs_per_year: float | None = Field(default=None, gt=0)
     baseline_min_runs: int = Field(default=12, ge=1)
     baseline_min_span: Duration = 86400.0
-    min_null_pairs: int = Field(default=100, ge=2)
+    min_null_pairs: int = Field(default=40, ge=2)
     references: list[ReferencePair] = []
 
 

@@ -207,7 +207,7 @@ def build(args: argparse.Namespace) -> None:
             "reference": args.reference_pool,
             "self": args.null_pool,
             "honest-relay": args.null_pool,
-            "random": args.null_pool,
+            "random": args.mix_pool,
         }.get(name, args.pool)
         asyncio.run(_build_one(name, models, cache, size))
 
@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--pool", type=int, default=30, help="runs per substitute scenario")
     b.add_argument("--null-pool", type=int, default=40, help="runs per null scenario")
     b.add_argument("--reference-pool", type=int, default=80, help="reference runs")
+    b.add_argument("--mix-pool", type=int, default=40, help="runs of the routing substitute")
     b.add_argument("--scenarios", default=",".join(SINGLE))
     t = sub.add_parser("table", help="audit from the pools and print the table")
     t.add_argument("--audits", type=int, default=200)

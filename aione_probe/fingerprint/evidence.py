@@ -77,7 +77,7 @@ class EvidenceSettings:
 
     mixtures: tuple[float, ...] = (1.0, 0.3, 0.1)
     weight: float = 0.5
-    min_null: int = 100
+    min_null: int = 40
     share_level: float = 0.95
 
 
