@@ -615,56 +615,6 @@ def tokenizer_delta_test(
     )
 
 
-def tokenizer_novelty_test(
-    target: Mapping[str, Sequence[int]],
-    reference: Mapping[str, Sequence[int]],
-    *,
-    noise_floor: float = 1e-3,
-    min_reference: int = 3,
-) -> StatResult:
-    """Token-count deltas of canaries rendered from *different* seeds, per probe.
-
-    Without identical canaries on both sides, a target delta is suspicious when the
-    reference never produced it for that probe. Under the null the chance that a new
-    value is unseen is estimated by Good–Turing, ε_j = max(`noise_floor`,
-    (singletons_j + 1) / (n_j + 1)) for probe j with n_j reference values. The number of
-    unseen target values is compared with a Poisson(Σ ε_j · m_j) tail, which is at least
-    as heavy as the exact Poisson-binomial tail. Canaries whose length is fixed give
-    deterministic deltas, so a different tokenizer shows up in every request.
-
-    Raises:
-        InsufficientDataError: no probe has a target value and `min_reference` reference ones.
-    """
-    k = n = n_ref = 0
-    lam = 0.0
-    for probe, ref_vals in reference.items():
-        tgt = target.get(probe, ())
-        if not tgt or len(ref_vals) < min_reference:
-            continue
-        counts = Counter(ref_vals)
-        singles = sum(1 for c in counts.values() if c == 1)
-        eps = max(noise_floor, (singles + 1) / (len(ref_vals) + 1))
-        k += sum(v not in counts for v in tgt)
-        n += len(tgt)
-        n_ref += len(ref_vals)
-        lam += eps * len(tgt)
-    if not n:
-        raise InsufficientDataError(
-            f"no canary probe with a target value and {min_reference} reference values",
-            min_reference,
-        )
-    p = float(stats.poisson.sf(k - 1, lam)) if k else 1.0
-    return StatResult(
-        "tokenizer_delta_novelty",
-        float(k),
-        p,
-        n,
-        n_ref,
-        method="exact",
-        extra={"unseen": k, "expected_unseen": lam, "share": mismatch_share(k, n).to_dict()},
-    )
-
-
 def mann_whitney(
     x: Sequence[float],
     y: Sequence[float],
