@@ -38,7 +38,14 @@ lint: $(STAMP)
 dashboards: $(STAMP)
 	$(BIN)/python grafana/dashboards.py
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# The benchmarks' own dependencies (the `bench` extra: the openai SDK it compares with).
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/engine.py
 
 clean:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -20,25 +21,30 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from aione_probe import __version__
 from aione_probe.analysis.authenticity import pin_baseline as pin_authenticity
 from aione_probe.analysis.run import drift_window
-from aione_probe.config import Config, load_config
-from aione_probe.errors import ConfigError
+from aione_probe.config import Config, key_problems, load_config
+from aione_probe.errors import ConfigError, config_errors
 from aione_probe.estimate import daily_cost, estimate_suite
+from aione_probe.redact import install_log_redaction, printable
 from aione_probe.runner import RunSummary
 from aione_probe.service import Service, load_suites, write_report
+from aione_probe.slo import slo_flags
 from aione_probe.store import Store
 from aione_probe.types import utcnow
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("aione_probe")
 
 # A pipe or a log file gets wide lines rather than a table folded at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
+# Errors are never folded: a path split across lines cannot be copied or grepped.
+err = Console(stderr=True, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,13 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpcore's and httpx's DEBUG lines print headers; every line is scrubbed of keys.
+    install_log_redaction()
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        err.print(f"[red]config error[/red] {exc}", markup=True, highlight=False)
+        for line in str(exc).splitlines():
+            err.print(f"config error {line}", markup=False, highlight=False)
         return EXIT_CONFIG
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -165,7 +174,13 @@ def _check_config(args: argparse.Namespace) -> int:
         err.print("usage: aione-probe check-config FILE")
         return EXIT_CONFIG
     cfg = load_config(path)
-    suites = load_suites(cfg)
+    try:
+        suites = load_suites(cfg)
+        errors = key_problems(cfg)
+    except ConfigError as exc:
+        errors = [exc, *key_problems(cfg)]
+    if errors:
+        raise config_errors(errors)
     console.print(f"{path}: OK", highlight=False)
     totals: dict[tuple[str, str], float] = {}
     for gw in cfg.gateways:
@@ -207,6 +222,8 @@ def _check_config(args: argparse.Namespace) -> int:
         )
     cap = cfg.budget.daily_cap
     console.print(f"  budget: {cap if cap is not None else 'no'} daily cap", highlight=False)
+    for where, flag in slo_flags(cfg):
+        console.print(f"  warning: {where}: {flag}", style="yellow", highlight=False)
     return EXIT_OK
 
 
@@ -232,8 +249,14 @@ async def _run_async(
     service = Service(cfg)
     try:
         await service.start()
+        for problem in key_problems(cfg):
+            err.print(f"{problem}; nothing is sent to this gateway", markup=False, highlight=False)
         for name, reason in service.discovery_errors.items():
-            err.print(f"gateway {name}: model discovery failed: {reason}", highlight=False)
+            err.print(
+                f"gateway {name}: model discovery failed: {printable(reason)}",
+                markup=False,
+                highlight=False,
+            )
         jobs = service.plan(gateway, model, suite)
         if not jobs:
             err.print("nothing to run: no (suite, gateway, model) matches", highlight=False)
@@ -278,7 +301,7 @@ def _print_summary(summaries: list[RunSummary]) -> None:
         p50 = f"{ttft[len(ttft) // 2] * 1000:.0f} ms" if ttft else "-"
         table.add_row(
             s.target.gateway,
-            s.target.model,
+            Text(printable(s.target.model)),  # a discovered name is the gateway's text
             s.suite,
             s.status,
             str(s.requests),
@@ -301,27 +324,50 @@ async def _serve_async(
     analysis_interval_s: float = 300.0,
     announce: Callable[[str], None] | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT. SIGHUP reloads the config file: a valid new config
-    restarts the service inside the process (runs in progress drain first; counters restart
-    from zero as after any restart); an invalid one is logged and the last good config keeps
-    running untouched."""
+    """Serve until SIGTERM or Ctrl-C. SIGTERM drains runs in progress (up to 30 s) and
+    writes a last report. The first Ctrl-C (SIGINT) stops scheduling and gives runs in
+    progress 3 s before they are marked interrupted (no last report); a second Ctrl-C, or
+    any signal during the stop, exits at once (exit code 130). SIGHUP reloads the config
+    file: a valid new config restarts the service inside the process (runs in progress
+    drain first; counters restart from zero as after any restart); an invalid one is
+    logged and the last good config keeps running untouched."""
     loop = asyncio.get_running_loop()
     while True:
         service = Service(cfg)
         stop = asyncio.Event()
         pending: list[Config] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, _stopper(service, stop, interrupt=False))
+        loop.add_signal_handler(signal.SIGINT, _stopper(service, stop, interrupt=True))
         loop.add_signal_handler(signal.SIGHUP, _reloader(cfg.path, pending, stop))
         try:
             await service.start()
             await service.serve(stop, analysis_interval_s=analysis_interval_s, on_ready=announce)
-            await service.analyse_and_report()
+            if not service.interrupted:
+                await service.analyse_and_report()
         finally:
             await service.aclose()
+        if service.interrupted:
+            return EXIT_INTERRUPTED
         if not pending:
             return EXIT_OK
         cfg = pending[-1]
+
+
+def _stopper(service: Service, stop: asyncio.Event, *, interrupt: bool) -> Callable[[], None]:
+    """The SIGTERM / SIGINT handler: the first stops the service; a second exits now."""
+
+    def handle() -> None:
+        if stop.is_set() and (interrupt or service.interrupted):
+            # A second Ctrl-C: the operator will not wait. Runs still marked running are
+            # recovered (marked failed) at the next start; the metrics child exits with us.
+            sys.stderr.write("second interrupt: exiting now\n")
+            os._exit(EXIT_INTERRUPTED)
+        if interrupt:
+            service.interrupt()
+            sys.stderr.write("stopping: runs in progress get 3 s (Ctrl-C again to exit now)\n")
+        stop.set()
+
+    return handle
 
 
 def _reloader(path: Path, pending: list[Config], stop: asyncio.Event) -> Callable[[], None]:
@@ -354,13 +400,15 @@ async def _models_async(cfg: Config) -> int:
             try:
                 listed = await service.clients[gw.name].list_models()
             except Exception as exc:  # any failure is reported per gateway, never fatal
-                console.print(f"{gw.name}: error: {exc}", highlight=False)
+                console.print(f"{gw.name}: error: {printable(exc)}", markup=False, highlight=False)
                 rc = EXIT_FAILED
                 continue
             chosen = set(gw.models if gw.models is not None else gw.discovery.select(listed))
             console.print(f"{gw.name} ({len(listed)} models)", highlight=False)
             for m in listed:
-                console.print(f"  {'*' if m in chosen else ' '} {m}", highlight=False)
+                # A listed name is the gateway's text: escaped, never markup.
+                mark = "*" if m in chosen else " "
+                console.print(f"  {mark} {printable(m)}", markup=False, highlight=False)
     finally:
         await service.aclose()
     return rc

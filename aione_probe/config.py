@@ -26,7 +26,9 @@ from pydantic import (
 )
 
 from aione_probe.cost import Price
-from aione_probe.errors import ConfigError
+from aione_probe.errors import ConfigError, config_errors
+from aione_probe.redact import register_secret
+from aione_probe.slo import Objectives
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -73,8 +75,16 @@ class Timeouts(_Model):
         if min(self.connect, self.first_token, self.idle, self.total) <= 0:
             raise ValueError("every timeout must be greater than zero")
         if self.first_token > self.total:
-            raise ValueError("first_token cannot exceed total")
+            raise ValueError(
+                f"first_token ({self._shown('first_token')}) cannot exceed total "
+                f"({self._shown('total')}): set first_token at most total"
+            )
         return self
+
+    def _shown(self, name: str) -> str:
+        """A value for a message, saying when it is the default (the user never wrote it)."""
+        value = f"{getattr(self, name):g} s"
+        return value if name in self.model_fields_set else f"{value}, the default"
 
 
 class RetryPolicy(_Model):
@@ -123,6 +133,10 @@ class ManagementConfig(_Model):
         """The management key, read now from the environment or the file."""
         return _read_secret(self.api_key_env, self.api_key_file)
 
+    def key_problem(self) -> tuple[str, str] | None:
+        """Why the configured management key cannot be used; None if it can."""
+        return _secret_problem(self.api_key_env, self.api_key_file)
+
 
 class GatewayConfig(_Model):
     """One gateway: where it is, how to authenticate, how hard to push it."""
@@ -132,7 +146,7 @@ class GatewayConfig(_Model):
     protocol: Literal["openai", "anthropic"] = "openai"
     api_key_env: str | None = None
     api_key_file: Path | None = None
-    auth: Literal["bearer", "x-api-key"] | None = None
+    auth: Literal["bearer", "x-api-key", "none"] | None = None
     anthropic_version: str = "2023-06-01"
     headers: dict[str, str] = {}
     timeouts: Timeouts = Timeouts()
@@ -171,6 +185,8 @@ class GatewayConfig(_Model):
     def _key_source(self) -> GatewayConfig:
         if self.api_key_env and self.api_key_file:
             raise ValueError("set api_key_env or api_key_file, not both")
+        if self.auth == "none" and (self.api_key_env or self.api_key_file):
+            raise ValueError('auth = "none" sends no key: remove api_key_env / api_key_file')
         if self.models is not None and not self.models:
             raise ValueError("models is empty: list models or remove the key to discover them")
         return self
@@ -184,7 +200,17 @@ class GatewayConfig(_Model):
 
     def api_key(self) -> str | None:
         """The API key, read now from the environment or the file (None if none is set)."""
+        if self.auth == "none":
+            return None
         return _read_secret(self.api_key_env, self.api_key_file)
+
+    def key_problem(self) -> tuple[str, str] | None:
+        """Why the configured key cannot be used, as (key path, reason); None if it can.
+
+        A gateway declared keyless (``auth = "none"``) or with no key source has none.
+        Requests to a gateway with a problem are never sent (see `GatewayClient`).
+        """
+        return None if self.auth == "none" else _secret_problem(self.api_key_env, self.api_key_file)
 
 
 class SuiteConfig(_Model):
@@ -330,6 +356,55 @@ class DriftConfig(_Model):
     auto_baseline_runs: int = Field(default=72, ge=1)
 
 
+_TargetRatio = Annotated[float, Field(gt=0, le=1)]
+
+
+class LatencyObjective(_Model):
+    """`target` share of a target's answers within `threshold` seconds."""
+
+    threshold: Duration
+    target: _TargetRatio = 0.99
+
+    @field_validator("threshold")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than zero")
+        return v
+
+
+_DEFAULT = Objectives()
+
+
+class SloConfig(_Model):
+    """Objectives for the targets it covers; the first ``[[slos]]`` entry that covers a
+    target applies, and unset keys take AIone's defaults (see `slo.Objectives`)."""
+
+    gateways: list[str] = []
+    models: list[str] = []
+    availability: _TargetRatio = _DEFAULT.availability_target
+    ttft: LatencyObjective = LatencyObjective(
+        threshold=_DEFAULT.ttft_s, target=_DEFAULT.ttft_target
+    )
+    e2e: LatencyObjective = LatencyObjective(threshold=_DEFAULT.e2e_s, target=_DEFAULT.e2e_target)
+
+    def covers(self, gateway: str, model: str) -> bool:
+        """Whether this entry applies to (gateway, model)."""
+        if self.gateways and gateway not in self.gateways:
+            return False
+        return not self.models or any(fnmatch.fnmatchcase(model, p) for p in self.models)
+
+    def objectives(self) -> Objectives:
+        """The objectives as the metrics and SLI counting use them."""
+        return Objectives(
+            availability_target=self.availability,
+            ttft_s=self.ttft.threshold,
+            ttft_target=self.ttft.target,
+            e2e_s=self.e2e.threshold,
+            e2e_target=self.e2e.target,
+        )
+
+
 class Config(_Model):
     """The whole configuration."""
 
@@ -344,6 +419,7 @@ class Config(_Model):
     reports: Reports = Reports()
     authenticity: AuthenticityConfig = AuthenticityConfig()
     drift: DriftConfig = DriftConfig()
+    slos: list[SloConfig] = []
 
     @model_validator(mode="after")
     def _cross_refs(self) -> Config:
@@ -360,6 +436,10 @@ class Config(_Model):
         jobs = [s.job_name for s in self.suites]
         if len(set(jobs)) != len(jobs):
             raise ValueError("two suites share a name: give one a distinct `name`")
+        for i, slo in enumerate(self.slos):
+            for g in slo.gateways:
+                if g not in names:
+                    raise ValueError(f"slos[{i}].gateways names unknown gateway {g!r}")
         for g in self.budget.per_gateway:
             if g not in names:
                 raise ValueError(f"budget.per_gateway names unknown gateway {g!r}")
@@ -375,6 +455,13 @@ class Config(_Model):
             if g.name == name:
                 return g
         raise KeyError(name)
+
+    def objectives_for(self, gateway: str, model: str) -> Objectives:
+        """The SLOs of (gateway, model): the first covering ``[[slos]]`` entry, or defaults."""
+        for slo in self.slos:
+            if slo.covers(gateway, model):
+                return slo.objectives()
+        return Objectives()
 
     def price_for(self, model: str) -> Price | None:
         """The model's price: an exact key first, then the longest matching glob pattern."""
@@ -410,16 +497,52 @@ class Config(_Model):
 
 
 def _read_secret(env: str | None, file: Path | None) -> str | None:
+    # Every key read is registered with the redactor, so no output can show it.
     if env:
         value = os.environ.get(env)
+        register_secret(value)
         return value.strip() if value else None
     if file:
         try:
-            return file.read_text(encoding="utf-8").strip() or None
+            value = file.read_text(encoding="utf-8").strip()
+            register_secret(value)
+            return value or None
         except OSError as exc:
             # The path is config, not a secret; the content is never shown.
             raise ConfigError(str(file), "api_key_file", f"cannot read: {exc.strerror}") from None
     return None
+
+
+def _secret_problem(env: str | None, file: Path | None) -> tuple[str, str] | None:
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            return "api_key_env", f"environment variable {env} is not set"
+        return None if value.strip() else ("api_key_env", f"environment variable {env} is empty")
+    if file:
+        try:
+            value = _read_secret(None, file)
+        except ConfigError as exc:
+            return "api_key_file", f"{file}: {exc.reason}"
+        return None if value else ("api_key_file", f"{file} is empty")
+    return None
+
+
+def key_problems(cfg: Config) -> list[ConfigError]:
+    """Every configured key that cannot be read now, naming gateway, variable or file, and
+    why; `check-config` exits 2 on any, `run` and `serve` refuse to send to that gateway."""
+    out = []
+    for i, gw in enumerate(cfg.gateways):
+        for where, owner in (("", gw), (".management", gw.management)):
+            problem = owner.key_problem() if owner is not None else None
+            if problem is not None:
+                key, reason = problem
+                out.append(
+                    ConfigError(
+                        str(cfg.path), f"gateways[{i}]{where}.{key}", f"gateway {gw.name}: {reason}"
+                    )
+                )
+    return out
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
@@ -446,11 +569,14 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
     try:
         return Config.model_validate({**data, "path": path})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
-        # pydantic puts the type name in the location of model-level validators.
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
-        raise ConfigError(str(path), _key_path(loc), _reason(err)) from None
+        errors = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
+            # pydantic puts the type name in the location of model-level validators.
+            loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+            errors.append(ConfigError(str(path), _key_path(loc), _reason(err)))
+        # Every mistake at once, so fixing one never reveals the next.
+        raise config_errors(errors) from None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

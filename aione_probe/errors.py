@@ -4,6 +4,7 @@ Exception tree (what the code raises)::
 
     ProbeError
     ├── ConfigError        bad config or suite file: names file, key and reason
+    │   └── ConfigErrors       several at once (all of a file's mistakes), one per line
     └── GatewayError       one request went wrong; carries a FailureKind
         ├── TransportError     connect, TLS, timeouts by phase
         ├── StatusError        HTTP status >= 400 (auth, rate limit, 4xx, 5xx)
@@ -67,6 +68,30 @@ class ConfigError(ProbeError):
         self.key = key
         self.reason = reason
         super().__init__(f"{file}: {key}: {reason}")
+
+
+class ConfigErrors(ConfigError):
+    """Every mistake found at once; the message has one ``file: key: reason`` per line.
+
+    The first error's `file`, `key` and `reason` are this exception's own, so code that
+    handles a single `ConfigError` keeps working.
+    """
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        first = errors[0]
+        super().__init__(first.file, first.key, first.reason)
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        return "\n".join(f"{e.file}: {e.key}: {e.reason}" for e in self.errors)
+
+
+def config_errors(errors: list[ConfigError]) -> ConfigError:
+    """One exception for `errors`: the error itself when there is one, else `ConfigErrors`."""
+    flat = [e for err in errors for e in getattr(err, "errors", [err])]
+    return flat[0] if len(flat) == 1 else ConfigErrors(flat)
 
 
 class GatewayError(ProbeError):

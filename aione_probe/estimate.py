@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.cron import CronTrigger
 
+from aione_probe.checks.plausible import ECHO_PREFIX
+from aione_probe.checks.plausible import NAME as PLAUSIBLE
 from aione_probe.config import Config, SuiteConfig
 from aione_probe.suites import Suite
 
@@ -57,7 +59,9 @@ def runs_per_day(suite: SuiteConfig) -> float:
 def estimate_suite(sc: SuiteConfig, suite: Suite) -> SuiteEstimate:
     """Estimate one scheduled suite per target."""
     instances = suite.expand(0, cheap_only=sc.cheap_only)
-    prompt = completion = 0
+    prompt = completion = measured = 0
+    echo_prompt = len(ECHO_PREFIX) // CHARS_PER_TOKEN
+    defaults = {c.name for c in suite.default_checks}
     for inst in instances:
         req = inst.request("model")
         text = json.dumps(req.messages, ensure_ascii=False)
@@ -65,7 +69,15 @@ def estimate_suite(sc: SuiteConfig, suite: Suite) -> SuiteEstimate:
             text += json.dumps(req.tools, ensure_ascii=False)
         prompt += len(text) // CHARS_PER_TOKEN
         completion += req.max_tokens or DEFAULT_COMPLETION
-    return SuiteEstimate(sc.job_name, len(instances), prompt, completion, runs_per_day(sc))
+        if PLAUSIBLE in defaults | {c.name for c in inst.probe.checks}:
+            # usage_completion_plausible sends the answer back inside a prompt (1 output token)
+            measured += 1
+            prompt += echo_prompt + (req.max_tokens or DEFAULT_COMPLETION)
+            completion += 1
+    if measured:  # and the bare prefix once per run
+        prompt, completion = prompt + echo_prompt, completion + 1
+    requests = len(instances) + measured + (1 if measured else 0)
+    return SuiteEstimate(sc.job_name, requests, prompt, completion, runs_per_day(sc))
 
 
 def daily_cost(cfg: Config, est: SuiteEstimate, model: str) -> float | None:

@@ -43,6 +43,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from aione_probe.errors import FailureKind
+from aione_probe.redact import printable
+from aione_probe.slo import LATENCY_SLOS, SLOS, Objectives, sli_events
 from aione_probe.types import CheckResult, CheckValue, Observation, Usage
 
 PREFIX = "aione_probe_"
@@ -61,6 +64,8 @@ AUTHENTICITY_VERDICTS = (
 )
 DRIFT_VERDICTS = ("ok", "regressed", "improved", "insufficient_data")
 TOKEN_KINDS = ("prompt", "cached_prompt", "completion", "reasoning", "cache_creation")
+ERROR_CLASSES = tuple(k.value for k in FailureKind if k is not FailureKind.ok)
+SLO_OUTCOMES = ("good", "bad")
 RESPONSE_MODELS_PER_TARGET = 3
 MAX_LABEL_CHARS = 128
 
@@ -120,6 +125,17 @@ METRICS: tuple[MetricSpec, ...] = (
     _spec("output_tokens_per_second", "histogram", "tokens/s", _R,
           "Output speed after the first token: (completion_tokens - 1) / (e2e - ttft).",
           buckets=SPEED_BUCKETS),
+    _spec("rate_limited_total", "counter", "attempts", _T,
+          "Attempts the gateway answered with 429 (rate limited), retried or not."),
+    # --- SLIs (one event per request, judged on its final attempt; see aione_probe.slo)
+    _spec("slo_events_total", "counter", "requests", (*_T, "slo", "outcome"),
+          "SLI events by SLO (availability: final outcome after retries; ttft, e2e: answers "
+          "within the threshold, timeouts miss, HTTP errors are no latency event) and "
+          "outcome (good, bad)."),
+    _spec("slo_target_ratio", "gauge", "ratio", (*_T, "slo"),
+          "Configured SLO target: the share of good events (the error budget is 1 - target)."),
+    _spec("slo_threshold_seconds", "gauge", "seconds", (*_T, "slo"),
+          "Configured latency threshold of the ttft and e2e SLOs."),
     _spec("tokens_total", "counter", "tokens", (*_T, "kind"),
           "Tokens as reported by the gateway's usage. Kinds overlap (cached_prompt is part of "
           "prompt, reasoning part of completion): never sum over kind."),
@@ -129,6 +145,9 @@ METRICS: tuple[MetricSpec, ...] = (
     # --- checks and runs
     _spec("checks_total", "counter", "checks", (*_R, "check", "outcome"),
           "Check results by check name and outcome (pass, fail, partial, unscored, missing)."),
+    _spec("check_findings_total", "counter", "checks", (*_R, "check", "finding"),
+          "Findings of the billing checks (cache: hit, discount_unverified, timing_hit...; "
+          "usage_completion_plausible: plausible, inflated...), from a fixed set."),
     _spec("suite_runs_total", "counter", "runs", (*_R, "status"),
           "Finished suite runs by status (ok, failed, partial, skipped)."),
     _spec("suite_interval_seconds", "gauge", "seconds", _R,
@@ -178,11 +197,12 @@ METRICS: tuple[MetricSpec, ...] = (
     _spec("cross_protocol_verdict", "enum", "", (*_R, "verdict"),
           "Cross-protocol comparison verdict: the current verdict, value 1 (cached).",
           store=True),
-    _spec("reconcile_verdict", "enum", "", (*_R, "verdict"),
+    _spec("reconcile_verdict", "enum", "", (*_T, "verdict"),
           "Reconciliation with the gateway's own usage report: the current verdict, value 1 "
           "(cached).", store=True),
-    _spec("verdict_timestamp_seconds", "gauge", "seconds", (*_R, "kind"),
-          "When the latest verdict of each kind was computed (Unix time; cached).", store=True),
+    _spec("verdict_timestamp_seconds", "gauge", "seconds", (*_T, "kind"),
+          "When the latest verdict of each kind was computed for the target (Unix time; "
+          "cached).", store=True),
     _spec("last_refresh_timestamp_seconds", "gauge", "seconds", (),
           "When the cached store-derived metrics were last refreshed (Unix time).", store=True),
 )  # fmt: skip
@@ -196,6 +216,26 @@ Samples = dict[str, dict[Labels, float]]
 Op = tuple[str, tuple[Any, ...]]
 """One change to a `Snapshot`: an operation name and its arguments (picklable)."""
 Sink = Callable[[Op], None]
+
+
+# Histograms of streamed attempts only, labelled (gateway, model, suite).
+STREAM_HISTOGRAMS = (
+    "time_to_first_chunk_seconds",
+    "tpot_seconds",
+    "output_tokens_per_second",
+    "inter_chunk_gap_seconds",
+)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A declared (gateway, model, suite) job and the label values it can produce."""
+
+    gateway: str
+    model: str
+    suite: str
+    streams: tuple[bool, ...]
+    checks: tuple[str, ...]
 
 
 @dataclass
@@ -316,6 +356,8 @@ class ProbeMetrics:
         self._sink: Sink | None = None
         self._capped: set[str] = set()
         self._build: Labels | None = None
+        self._objectives: dict[Labels, Objectives] = {}
+        self._declared: list[_Job] = []
         self._live = _instruments(self.registry)
         self.registry.register(SnapshotCollector(self.snapshot))
         self._live[PREFIX + "start_timestamp_seconds"].set(time.time())
@@ -336,7 +378,7 @@ class ProbeMetrics:
             RuntimeError: attempts or runs were recorded already (they are not carried over).
         """
         old = self._live
-        if any(_has_samples(old[s.name]) for s in METRICS if s.type in ("counter", "histogram")):
+        if any(_has_counts(old[s.name]) for s in METRICS if s.type in ("counter", "histogram")):
             raise RuntimeError("share the metrics before any attempt or run is recorded")
         os.environ[MULTIPROC_ENV] = str(directory)
         values.ValueClass = values.MultiProcessValue()
@@ -349,6 +391,8 @@ class ProbeMetrics:
                     for s in family.samples:
                         gauge = self._live[name]
                         (gauge.labels(**s.labels) if s.labels else gauge).set(s.value)
+        for job in self._declared:
+            self._initialise(job)
         self._sink = sink
         sink(self.snapshot.dump())
 
@@ -375,6 +419,63 @@ class ProbeMetrics:
     def set_suite_config(self, gateway: str, model: str, suite: str, interval_s: float) -> None:
         """Export the configured interval of a scheduled (gateway, model, suite) job."""
         self._live[PREFIX + "suite_interval_seconds"].labels(gateway, model, suite).set(interval_s)
+
+    def declare_job(
+        self,
+        gateway: str,
+        model: str,
+        suite: str,
+        *,
+        streams: Iterable[bool],
+        checks: Iterable[str],
+        objectives: Objectives,
+    ) -> None:
+        """Declare a scheduled job: export its target's SLOs and create, at zero, every
+        counter and histogram series the job can produce.
+
+        client_python's documented practice: a series that first appears with a value
+        above zero hides that increase from ``rate()`` and ``increase()``, and a missing
+        numerator drops a target from a ratio. Label sets come from the configuration
+        (stream modes and check names of the suite; every outcome, failure class, token
+        kind, run status and SLO), so they stay bounded.
+        """
+        job = _Job(gateway, model, suite, tuple(sorted(set(streams))), tuple(sorted(set(checks))))
+        self._declared.append(job)
+        self._objectives[(gateway, model)] = objectives
+        targets = self._live[PREFIX + "slo_target_ratio"]
+        thresholds = self._live[PREFIX + "slo_threshold_seconds"]
+        for slo in SLOS:
+            targets.labels(gateway, model, slo).set(objectives.target(slo))
+        for slo in LATENCY_SLOS:
+            thresholds.labels(gateway, model, slo).set(objectives.threshold_s(slo))
+        self._initialise(job)
+
+    def _initialise(self, job: _Job) -> None:
+        live = self._live
+        g, m, suite = job.gateway, job.model, job.suite
+        streams = ["true" if s else "false" for s in job.streams]
+        for stream in streams:
+            for outcome in ("ok", "error"):
+                live[PREFIX + "requests_total"].labels(g, m, suite, stream, outcome)
+            for cls in ERROR_CLASSES:
+                live[PREFIX + "errors_total"].labels(g, m, suite, stream, cls)
+            live[PREFIX + "ttft_seconds"].labels(g, m, suite, stream)
+            live[PREFIX + "e2e_seconds"].labels(g, m, suite, stream)
+        if True in job.streams:
+            for name in STREAM_HISTOGRAMS:
+                live[PREFIX + name].labels(g, m, suite)
+        for check in job.checks:
+            for value in CheckValue:
+                live[PREFIX + "checks_total"].labels(g, m, suite, _bounded(check), value.value)
+        for status in RUN_STATUSES:
+            live[PREFIX + "suite_runs_total"].labels(g, m, suite, status)
+        for kind in TOKEN_KINDS:
+            live[PREFIX + "tokens_total"].labels(g, m, kind)
+        live[PREFIX + "cost_total"].labels(g, m)
+        live[PREFIX + "rate_limited_total"].labels(g, m)
+        for slo in SLOS:
+            for outcome in SLO_OUTCOMES:
+                live[PREFIX + "slo_events_total"].labels(g, m, slo, outcome)
 
     def set_spend(self, gateway: str, spent_today: float, cap: float | None) -> None:
         """Export today's spend on a gateway and its daily cap (None removes the cap series)."""
@@ -407,20 +508,36 @@ class ProbeMetrics:
                 self._update(("model", ((g, m), _bounded(obs.response_model))))
         else:
             live[PREFIX + "errors_total"].labels(g, m, suite, stream, obs.failure.value).inc()
+            if obs.failure is FailureKind.rate_limited:
+                live[PREFIX + "rate_limited_total"].labels(g, m).inc()
         for kind, value in _token_counts(obs.usage):
             if _valid(value):
                 live[PREFIX + "tokens_total"].labels(g, m, kind).inc(value)
         if cost is not None and _valid(cost):
             live[PREFIX + "cost_total"].labels(g, m).inc(cost)
 
+    def observe_request(self, final: Observation) -> None:
+        """Count one request's SLI events from its final attempt (after retries).
+
+        Judged against the objectives `declare_job` set for the target (defaults if none).
+        """
+        objectives = self._objectives.get((final.gateway, final.model)) or Objectives()
+        events = self._live[PREFIX + "slo_events_total"]
+        for slo, good in sli_events(final, objectives):
+            events.labels(final.gateway, final.model, slo, "good" if good else "bad").inc()
+
     def observe_checks(
         self, gateway: str, model: str, suite: str, results: list[CheckResult]
     ) -> None:
         """Count check results by check name and outcome."""
         checks = self._live[PREFIX + "checks_total"]
+        findings = self._live[PREFIX + "check_findings_total"]
         for r in results:
             outcome = CheckValue(r.value).value
             checks.labels(gateway, model, suite, _bounded(r.name), outcome).inc()
+            finding = r.metadata.get("outcome")
+            if finding in FINDINGS.get(r.name, ()):
+                findings.labels(gateway, model, suite, r.name, finding).inc()
 
     def run_finished(self, gateway: str, model: str, suite: str, status: str, at: datetime) -> None:
         """Count a finished run and update its last-run (and last-success) timestamp.
@@ -507,8 +624,9 @@ def _instrument(spec: MetricSpec, registry: CollectorRegistry) -> Counter | Gaug
     )
 
 
-def _has_samples(instrument: Counter | Gauge | Histogram) -> bool:
-    return any(family.samples for family in instrument.collect())
+def _has_counts(instrument: Counter | Gauge | Histogram) -> bool:
+    """Whether any sample is non-zero (series declared at zero do not count)."""
+    return any(s.value for family in instrument.collect() for s in family.samples)
 
 
 def _token_counts(usage: Usage) -> list[tuple[str, int | None]]:
@@ -538,8 +656,21 @@ def _log10(natural_log: Any) -> float | None:
     return value / math.log(10) if value is not None else None
 
 
+#: Checks whose ``metadata.outcome`` is exported, and the values it may take (a label).
+FINDINGS: dict[str, frozenset[str]] = {
+    "cache": frozenset(
+        {"hit", "partial_hit", "no_discount", "discount_unverified", "miss", "no_cache_field",
+         "timing_hit", "unscored"}
+    ),
+    "usage_completion_plausible": frozenset(
+        {"plausible", "inflated", "deflated", "unmeasured", "unscored"}
+    ),
+}  # fmt: skip
+
+
 def _bounded(value: str) -> str:
-    return str(value)[:MAX_LABEL_CHARS]
+    # Label values may come from a gateway (echoed model names): no secrets, one line.
+    return printable(value)[:MAX_LABEL_CHARS]
 
 
 def _unix(at: datetime) -> float:
@@ -561,11 +692,14 @@ def _verdict_samples(rows: Iterable[Any]) -> Samples:
 
     for row in rows:
         key: Labels = (row.gateway, row.model, row.suite or "")
+        target: Labels = (row.gateway, row.model)
         verdict = _bounded(row.verdict)
         details = row.details if isinstance(row.details, dict) else {}
         created = getattr(row, "created_at", None)
         if isinstance(created, datetime):
-            put("verdict_timestamp_seconds", (*key, row.kind), _unix(created))
+            stamps = out.setdefault(PREFIX + "verdict_timestamp_seconds", {})
+            when = (*target, row.kind)
+            stamps[when] = max(stamps.get(when, 0.0), _unix(created))
         if row.kind == "authenticity":
             comparison = getattr(row, "comparison", None) or "overall"
             akey: Labels = (row.gateway, row.model, _bounded(comparison))
@@ -578,8 +712,8 @@ def _verdict_samples(rows: Iterable[Any]) -> Samples:
             share = details.get("substitution_share")
             if isinstance(share, dict):
                 bounds = (("estimate", "estimate"), ("low", "ci_low"), ("high", "ci_high"))
-                for bound, key in bounds:
-                    put("authenticity_substituted_share", (*akey, bound), _number(share.get(key)))
+                for bound, name in bounds:
+                    put("authenticity_substituted_share", (*akey, bound), _number(share.get(name)))
             for sig in details.get("signals") or []:
                 if isinstance(sig, dict) and "signal" in sig:
                     put("authenticity_signal_evidence", (*akey, _bounded(sig["signal"])),
@@ -589,8 +723,10 @@ def _verdict_samples(rows: Iterable[Any]) -> Samples:
             put("drift_p_value", key, _number(details.get("p_value")))
             put("golden_pass_ratio", key, _number(details.get("pass_ratio")))
             put("golden_baseline_pass_ratio", key, _number(details.get("baseline_pass_ratio")))
-        elif row.kind in ("cross_protocol", "reconcile"):
-            put(f"{row.kind}_verdict", (*key, verdict), 1.0)
+        elif row.kind == "cross_protocol":
+            put("cross_protocol_verdict", (*key, verdict), 1.0)
+        elif row.kind == "reconcile":  # per target: a gateway's usage report has no suite
+            put("reconcile_verdict", (*target, verdict), 1.0)
     return out
 
 

@@ -13,23 +13,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from aione_probe.asyncstore import AsyncStore
 from aione_probe.checks import CheckContext, run_checks, run_group_checks
 from aione_probe.checks.image import compact_parts
+from aione_probe.checks.plausible import ECHO_PREFIX, measurable
+from aione_probe.checks.plausible import NAME as PLAUSIBLE
 from aione_probe.cost import Price, cost_of
 from aione_probe.errors import FailureKind
 from aione_probe.gateway import GatewayClient
 from aione_probe.metrics import ProbeMetrics
 from aione_probe.store import CheckRecord, ObservationRecord, Store
-from aione_probe.suites import ProbeInstance, Suite
+from aione_probe.suites import Probe, ProbeInstance, Suite
 from aione_probe.types import ChatRequest, CheckResult, CheckValue, Observation, utcnow
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int], None]
+SendFn = Callable[[ProbeInstance, ChatRequest], Awaitable["_ProbeOutcome"]]
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,53 @@ class _ProbeOutcome:
     costs: list[float | None]
     checks: list[CheckResult]
     group_checks: list[CheckResult] = field(default_factory=list)
+    #: the echo requests that measured this answer (stored as their own probe)
+    echoes: list[_ProbeOutcome] = field(default_factory=list)
+
+
+#: The echo requests of ``usage_completion_plausible``, stored as probes of their own so
+#: they count in cost and spend but never as answers.
+ECHO_BASE = Probe(id="usage-echo-base", category="usage", prompt=ECHO_PREFIX, max_tokens=1,
+                  temperature=0.0)  # fmt: skip
+ECHO_TEXT = Probe(id="usage-echo", category="usage", prompt=ECHO_PREFIX + "{{text}}",
+                  max_tokens=1, temperature=0.0)  # fmt: skip
+
+
+class _EchoMeter:
+    """Measures a text in the gateway's own tokens: ``prompt_tokens`` of the text sent back
+    after `ECHO_PREFIX`, minus that of the bare prefix (sent once per run)."""
+
+    def __init__(self, model: str, send: SendFn) -> None:
+        self._model, self._send = model, send
+        self._lock = asyncio.Lock()
+        self._base: int | None = None
+        self._base_outcome: _ProbeOutcome | None = None
+
+    async def measure(self, text: str) -> tuple[int | None, list[_ProbeOutcome]]:
+        """The text's token count (None if an echo failed) and the echo outcomes to store."""
+        out: list[_ProbeOutcome] = []
+        async with self._lock:
+            if self._base is None and self._base_outcome is None:
+                inst = ProbeInstance(ECHO_BASE, 0)
+                self._base_outcome = await self._send(inst, inst.request(self._model))
+                out.append(self._base_outcome)
+                final = self._base_outcome.attempts[-1]
+                self._base = final.usage.prompt_tokens if final.ok else None
+        if self._base is None:
+            return None, out
+        inst = ProbeInstance(ECHO_TEXT, 0, {"text": text})
+        request = ChatRequest(
+            model=self._model,
+            messages=({"role": "user", "content": ECHO_PREFIX + text},),
+            max_tokens=1,
+            temperature=0.0,
+        )
+        outcome = await self._send(inst, request)
+        out.append(outcome)
+        final = outcome.attempts[-1]
+        if not final.ok or final.usage.prompt_tokens is None:
+            return None, out
+        return final.usage.prompt_tokens - self._base, out
 
 
 class _Budget:
@@ -161,9 +211,15 @@ class _Context:
     price: Price | None
     listed_models: tuple[str, ...] | None
 
-    def for_(self, inst: ProbeInstance, request: ChatRequest) -> CheckContext:
+    def for_(
+        self, inst: ProbeInstance, request: ChatRequest, text_tokens: int | None = None
+    ) -> CheckContext:
         return CheckContext(
-            instance=inst, request=request, price=self.price, listed_models=self.listed_models
+            instance=inst,
+            request=request,
+            price=self.price,
+            listed_models=self.listed_models,
+            text_tokens=text_tokens,
         )
 
 
@@ -185,23 +241,37 @@ async def _run_groups(
     suite_name: str,
     progress: ProgressFn | None,
 ) -> list[list[_ProbeOutcome]]:
-    async def one(inst: ProbeInstance) -> _ProbeOutcome | None:
-        if budget.exhausted:
-            return None
-        request = inst.request(target.model)
+    async def send(inst: ProbeInstance, request: ChatRequest) -> _ProbeOutcome:
         attempts = await client.chat(request)
         costs = [cost_of(obs.usage, context.price) for obs in attempts]
         for obs, cost in zip(attempts, costs, strict=True):
             budget.spend(cost)
             if metrics is not None:
                 metrics.observe(obs, suite=suite_name, cost=cost)
-        ctx = context.for_(inst, request)
-        checks = run_checks(inst, attempts[-1], ctx, suite.default_checks)
         if metrics is not None:
-            metrics.observe_checks(target.gateway, target.model, suite_name, checks)
+            metrics.observe_request(attempts[-1])
+        return _ProbeOutcome(inst, attempts, costs, [])
+
+    meter = _EchoMeter(target.model, send)
+    echoed = any(s.name == PLAUSIBLE for s in suite.default_checks)
+
+    async def one(inst: ProbeInstance) -> _ProbeOutcome | None:
+        if budget.exhausted:
+            return None
+        request = inst.request(target.model)
+        outcome = await send(inst, request)
+        final = outcome.attempts[-1]
+        text_tokens = None
+        wants = echoed or any(s.name == PLAUSIBLE for s in inst.probe.checks)
+        if wants and measurable(final) and not budget.exhausted:
+            text_tokens, outcome.echoes = await meter.measure(final.content or "")
+        ctx = context.for_(inst, request, text_tokens)
+        outcome.checks = run_checks(inst, final, ctx, suite.default_checks)
+        if metrics is not None:
+            metrics.observe_checks(target.gateway, target.model, suite_name, outcome.checks)
         if progress is not None:
             progress(1)
-        return _ProbeOutcome(inst, attempts, costs, checks)
+        return outcome
 
     async def group(insts: list[ProbeInstance]) -> list[_ProbeOutcome]:
         probe = insts[0].probe
@@ -234,7 +304,7 @@ async def _write(
     obs_records: list[ObservationRecord] = []
     check_records: list[CheckRecord] = []
     summary = RunSummary(run_id=run_id, target=target, suite=suite_name, status="ok")
-    for outcome in outcomes:
+    for outcome in [o for answer in outcomes for o in (answer, *answer.echoes)]:
         inst = outcome.instance
         for i, (obs, cost) in enumerate(zip(outcome.attempts, outcome.costs, strict=True)):
             is_final = i == len(outcome.attempts) - 1
@@ -269,6 +339,8 @@ async def _write(
             summary.checks[result.value.value] = summary.checks.get(result.value.value, 0) + 1
         last = outcome.attempts[-1]
         summary.requests += len(outcome.attempts)
+        if outcome.instance.probe in (ECHO_BASE, ECHO_TEXT):
+            continue  # a measurement, not an answer: no failed probe, no TTFT
         if not last.ok:
             summary.failed_requests += 1
         if last.ok and last.ttft_s is not None:

@@ -18,6 +18,7 @@ import mimetypes
 import os
 import pickle
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -218,6 +219,20 @@ class _Exposition:
 _EOF = b"# EOF\n"  # OpenMetrics ends the exposition (each one-family rendering) with it
 
 
+#: The policy of a served file that declares none (report.json, a page without the tag).
+STRICT_CSP = "default-src 'none'"
+_META_CSP = re.compile(
+    rb"<meta\s+http-equiv=[\"']Content-Security-Policy[\"']\s+content=\"([^\"]*)\"", re.I
+)
+
+
+def report_csp(body: bytes) -> str:
+    """The Content-Security-Policy header for a report file: the policy its own
+    ``<meta http-equiv>`` tag declares (so header and file always agree), else `STRICT_CSP`."""
+    match = _META_CSP.search(body[:4096])
+    return match.group(1).decode("ascii", "replace") if match else STRICT_CSP
+
+
 def _make_handler(
     registry: CollectorRegistry, health: HealthFn, reports_dir: Path
 ) -> type[BaseHTTPRequestHandler]:
@@ -249,11 +264,17 @@ def _make_handler(
             ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
             if ctype.startswith("text/") or ctype == "application/json":
                 ctype += "; charset=utf-8"
-            self._send(200, ctype, target.read_bytes())
+            body = target.read_bytes()
+            self._send(200, ctype, body, csp=report_csp(body))
 
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
+        def _send(
+            self, status: int, content_type: str, body: bytes, csp: str | None = None
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            if csp is not None:
+                self.send_header("Content-Security-Policy", csp)
+                self.send_header("X-Content-Type-Options", "nosniff")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

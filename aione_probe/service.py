@@ -8,6 +8,7 @@ and `demo` are thin layers over it, so all three behave the same.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import hashlib
@@ -27,8 +28,8 @@ import httpx
 from aione_probe import __version__
 from aione_probe.analysis.run import analyse
 from aione_probe.asyncstore import AsyncStore
-from aione_probe.config import Config, GatewayConfig, SuiteConfig
-from aione_probe.errors import ConfigError, GatewayError
+from aione_probe.config import Config, GatewayConfig, SuiteConfig, key_problems
+from aione_probe.errors import ConfigError, GatewayError, config_errors
 from aione_probe.estimate import runs_per_day
 from aione_probe.gateway import GatewayClient
 from aione_probe.metrics import ProbeMetrics
@@ -46,16 +47,29 @@ log = logging.getLogger(__name__)
 TransportFactory = Callable[[GatewayConfig], httpx.AsyncBaseTransport | None]
 HEALTH_INTERVAL_S = 1.0
 """How often the service sends its /healthz body to the server process."""
+DRAIN_S = 30.0
+"""Grace for runs in progress at SIGTERM (a deliberate stop: let them store their answers)."""
+INTERRUPT_GRACE_S = 3.0
+"""Grace for runs in progress at Ctrl-C (someone is waiting at the terminal)."""
 
 
 def load_suites(cfg: Config) -> dict[str, Suite]:
-    """Load every configured suite file; a bad file raises `ConfigError` naming it."""
+    """Load every configured suite file; bad files raise one `ConfigError` naming them all."""
     suites: dict[str, Suite] = {}
+    errors: list[ConfigError] = []
     for i, sc in enumerate(cfg.suites):
         path = cfg.suite_path(sc)
         if not path.is_file():
-            raise ConfigError(str(cfg.path), f"suites[{i}].file", f"no such probe file: {path}")
-        suites[sc.job_name] = load_suite(path)
+            errors.append(
+                ConfigError(str(cfg.path), f"suites[{i}].file", f"no such probe file: {path}")
+            )
+            continue
+        try:
+            suites[sc.job_name] = load_suite(path)
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise config_errors(errors)
     return suites
 
 
@@ -95,6 +109,10 @@ class Service:
         self._seed_salt = secrets.token_bytes(16)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._scheduler: ProbeScheduler | None = None
+        #: Grace for runs in progress when `serve` stops; `interrupt()` shortens it.
+        self.drain_s = DRAIN_S
+        # How late the health heartbeat woke, last minute of beats (event-loop lag).
+        self._lag_s: collections.deque[float] = collections.deque(maxlen=60)
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -103,6 +121,8 @@ class Service:
         n = await self.astore.call(Store.mark_interrupted_runs, "service stopped during the run")
         if n:
             log.warning("marked %d interrupted run(s) from a previous process", n)
+        for problem in key_problems(self.cfg):
+            log.error("%s; no request is sent to this gateway (recorded as auth)", problem)
         for gw in self.cfg.gateways:
             self.models[gw.name] = await self._resolve_models(gw)
             for model in self.models[gw.name]:
@@ -110,12 +130,22 @@ class Service:
                     Store.ensure_target, gw.name, gw.base_url, gw.protocol, model
                 )
         for job in self.plan():
+            t, name = job.target, job.suite.job_name
             # Cron suites export their mean interval, so staleness alerts cover them too.
             self.metrics.set_suite_config(
-                job.target.gateway,
-                job.target.model,
-                job.suite.job_name,
+                t.gateway,
+                t.model,
+                name,
                 job.suite.interval or 86400.0 / max(runs_per_day(job.suite), 1e-9),
+            )
+            suite = self.suites[name]
+            self.metrics.declare_job(
+                t.gateway,
+                t.model,
+                name,
+                streams={i.stream for i in suite.expand(0, cheap_only=job.suite.cheap_only)},
+                checks=suite.check_names(),
+                objectives=self.cfg.objectives_for(t.gateway, t.model),
             )
 
     async def aclose(self) -> None:
@@ -279,6 +309,7 @@ class Service:
             "jobs": len(self._scheduler.job_ids) if self._scheduler else 0,
             "runs_in_progress": len(self._inflight),
             "discovery_errors": sorted(self.discovery_errors),
+            "loop_lag_max_ms": round(max(self._lag_s, default=0.0) * 1000, 2),
         }
 
     async def serve(
@@ -286,10 +317,13 @@ class Service:
         stop: asyncio.Event,
         *,
         analysis_interval_s: float = 300.0,
-        drain_s: float = 30.0,
         on_ready: Callable[[str], None] | None = None,
     ) -> None:
-        """Schedule every job and serve HTTP until `stop` is set, then drain and return."""
+        """Schedule every job and serve HTTP until `stop` is set, then drain and return.
+
+        Runs in progress get `drain_s` seconds (read when `stop` is set) to finish; then
+        they are cancelled, store what they observed and are marked interrupted.
+        """
         server = MetricsProcess(
             self.cfg.server.host,
             self.cfg.server.port,
@@ -332,6 +366,8 @@ class Service:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=analysis_interval_s)
+                if stop.is_set():
+                    break  # the caller writes the last report after the drain, if any
                 try:
                     await self.analyse_and_report()
                 except Exception:
@@ -340,7 +376,7 @@ class Service:
             # Pause first: the scheduler's shutdown cancels the runs it started, and runs
             # in progress should get the grace period to finish and store what they saw.
             scheduler.pause()
-            await self._drain(drain_s)
+            await self._drain(self.drain_s)
             scheduler.shutdown()
             n = await self.astore.call(Store.mark_interrupted_runs, "interrupted by shutdown")
             if n:
@@ -349,11 +385,23 @@ class Service:
             server.stop()
             self._scheduler = None
 
+    @property
+    def interrupted(self) -> bool:
+        """Whether the stop was an interrupt (Ctrl-C): a short grace, no final report."""
+        return self.drain_s < DRAIN_S
+
+    def interrupt(self) -> None:
+        """Ctrl-C: runs in progress get `INTERRUPT_GRACE_S` instead of the full drain."""
+        self.drain_s = min(self.drain_s, INTERRUPT_GRACE_S)
+
     async def _publish_health(self, server: MetricsProcess) -> None:
-        """Send the /healthz body to the server process every `HEALTH_INTERVAL_S`."""
+        """Send the /healthz body to the server process every `HEALTH_INTERVAL_S`; how late
+        each sleep wakes is the event loop's lag (``loop_lag_max_ms``, last minute)."""
         while True:
             server.publish_health(self.health())
+            due = time.perf_counter() + HEALTH_INTERVAL_S
             await asyncio.sleep(HEALTH_INTERVAL_S)
+            self._lag_s.append(max(0.0, time.perf_counter() - due))
 
     async def _drain(self, grace_s: float) -> None:
         """Let runs in progress finish within the grace period, then cancel them.

@@ -151,6 +151,7 @@ class Probe(_Strict):
     stream: bool = False
     samples: int = Field(default=1, ge=1, le=100)
     alternate_stream: bool = False
+    cache_pairs: bool = False
     vary_per_sample: bool | None = None
     tools: list[dict[str, Any]] = Field(default_factory=list)
     tool_choice: Any = None
@@ -166,6 +167,21 @@ class Probe(_Strict):
         if self.vary_per_sample is not None:
             return self.vary_per_sample
         return self.kind != "cache"
+
+    def cache_role(self, sample: int) -> Literal["miss", "hit"]:
+        """What sample `sample` of a cache probe should be: ``miss`` (a prefix not sent
+        before) or ``hit`` (a repeat). With `cache_pairs` samples come in (miss, hit)
+        pairs, each pair with its own prefix; otherwise sample 0 misses and the rest hit."""
+        if self.cache_pairs:
+            return "miss" if sample % 2 == 0 else "hit"
+        return "miss" if sample == 0 else "hit"
+
+    def draw_index(self, sample: int) -> int:
+        """Which draw of the vars sample `sample` uses (samples sharing a draw share a
+        prompt): its own, the first, or its cache pair's."""
+        if self.varies_per_sample:
+            return sample
+        return sample // 2 if self.cache_pairs else 0
 
     @property
     def sequential(self) -> bool:
@@ -210,6 +226,8 @@ class Probe(_Strict):
             "checks": [c.as_table() for c in self.checks],
             "group_checks": [c.as_table() for c in self.group_checks],
         }
+        if self.cache_pairs:
+            d["cache_pairs"] = True
         if self.vars:
             d["vars"] = self.vars
             d["vary_per_sample"] = self.varies_per_sample
@@ -301,6 +319,13 @@ class Suite:
                 return p
         raise KeyError(probe_id)
 
+    def check_names(self) -> set[str]:
+        """Every check and group check name a run of this suite can report."""
+        names = {c.name for c in self.default_checks}
+        for p in self.probes:
+            names |= {c.name for c in (*p.checks, *p.group_checks)}
+        return names
+
     def expand(
         self, seed: int, *, cheap_only: bool = False, probe_ids: set[str] | None = None
     ) -> list[ProbeInstance]:
@@ -325,8 +350,7 @@ class Suite:
             for s in range(p.samples):
                 values = {}
                 if p.vars:
-                    draw = s if p.varies_per_sample else 0
-                    values = draw_vars(p.vars, instance_rng(seed, p.id, draw))
+                    values = draw_vars(p.vars, instance_rng(seed, p.id, p.draw_index(s)))
                 out.append(ProbeInstance(p, s, values))
         return out
 
@@ -520,6 +544,10 @@ def _validate_checks(file: str, key: str, probe: Probe, tools: set[str]) -> None
                 f"{key}.group_checks",
                 'a cache probe needs group_checks = [{ name = "cache" }]',
             )
+    if probe.cache_pairs and (probe.kind != "cache" or probe.samples % 2 or probe.samples < 6):
+        raise ConfigError(
+            file, f"{key}.cache_pairs", 'cache_pairs needs kind = "cache" and an even samples >= 6'
+        )
     if probe.alternate_stream and probe.samples < 2:
         raise ConfigError(file, f"{key}.samples", "alternate_stream needs samples >= 2")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import multiprocessing as mp
 import socket
@@ -341,6 +342,11 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(args.clients) - set(CLIENTS)
     if unknown:
         p.error(f"unknown client(s): {', '.join(sorted(unknown))}")
+    if "openai" in args.clients and importlib.util.find_spec("openai") is None:
+        p.error(
+            "the openai client needs the bench extra: `make bench`, or "
+            "pip install -e '.[bench]', or --clients aione,httpx"
+        )
 
     ctx = mp.get_context("spawn")
     ports = ctx.Queue()

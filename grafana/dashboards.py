@@ -54,8 +54,13 @@ def quantile(phi: float, bucket: str, by: str, extra: str = "") -> str:
 
 
 def ratio(num: str, den: str, by: str = "gateway, model") -> str:
-    """sum(increase(num)) / sum(increase(den)) per `by` over `$window`."""
-    return f"sum by ({by}) (increase({num}[$window])) / sum by ({by}) (increase({den}[$window]))"
+    """sum(increase(num)) / sum(increase(den)) per `by` over `$window`.
+
+    A group whose numerator has no series (a target with zero successes) reads 0, not
+    "no data": ``or 0 * denominator`` fills it in.
+    """
+    total = f"sum by ({by}) (increase({den}[$window]))"
+    return f"(sum by ({by}) (increase({num}[$window])) or 0 * {total}) / {total}"
 
 
 def panel(
@@ -279,6 +284,10 @@ class Dashboard:
 
 # --------------------------------------------------------------------- dashboards
 REQ = "aione_probe_requests_total"
+SLO = "aione_probe_slo_events_total"
+AVAILABILITY_BY_JOB = ratio(
+    m(SLO, 'slo="availability", outcome="good"'), m(SLO, 'slo="availability"'), by="job"
+)
 COMPLETION = 'kind="completion"'
 CACHED = 'kind="cached_prompt"'
 PROMPT = 'kind="prompt"'
@@ -323,17 +332,18 @@ def overview() -> Dashboard:
             q(f"count(max by (gateway, model) ({m('aione_probe_last_run_status')}))", "all"),
         ),
         stat(
-            "Success ratio",
-            "Successful request attempts over all attempts in the window (retries count). "
-            "AIone's alert threshold is 99 %.",
+            "Availability",
+            "Requests that succeeded after retries over all requests in the window (the "
+            "availability SLI). The default objective is AIone's 99 %.",
             "percentunit",
-            q(ratio(m(REQ, 'outcome="ok"'), m(REQ), by="job")),
+            q(AVAILABILITY_BY_JOB),
             defaults=thresholds((None, "red"), (0.99, "green")),
         ),
         stat(
             "TTFT p99 (streamed)",
             "99th percentile time to first token of streamed requests; "
-            f"the SLO is {TTFT_SLO_S:g} s.",
+            f"the default objective is {TTFT_SLO_S:g} s (per target: "
+            "aione_probe_slo_threshold_seconds).",
             "s",
             q(quantile(0.99, "aione_probe_ttft_seconds_bucket", "job", 'stream="true"')),
             defaults=thresholds((None, "green"), (TTFT_SLO_S, "red")),
@@ -349,14 +359,17 @@ def overview() -> Dashboard:
     d.add(
         table(
             "Gateway x model",
-            "One row per target: every suite's last run ok, success ratio and TTFT percentiles "
-            "over the window, worst golden pass ratio, authenticity verdict.",
+            "One row per target: every suite's last run ok, availability (after retries) and "
+            "TTFT percentiles over the window, worst golden pass ratio, authenticity verdict.",
             "none",
             q(
                 f"min by (gateway, model) (max by (gateway, model, suite) ({last_ok}))",
                 instant=True,
             ),
-            q(ratio(m(REQ, 'outcome="ok"'), m(REQ)), instant=True),
+            q(
+                ratio(m(SLO, 'slo="availability", outcome="good"'), m(SLO, 'slo="availability"')),
+                instant=True,
+            ),
             q(
                 quantile(0.5, "aione_probe_ttft_seconds_bucket", "gateway, model", 'stream="true"'),
                 instant=True,
@@ -378,7 +391,7 @@ def overview() -> Dashboard:
                     "none",
                     mappings=value_text({"0": ("down", "red"), "1": ("up", "green")}),
                 ),
-                column("B", "Success ratio", "percentunit"),
+                column("B", "Availability", "percentunit"),
                 column("C", "TTFT p50", "s"),
                 column("D", "TTFT p99", "s"),
                 column("E", "Golden pass ratio", "percentunit"),
@@ -388,10 +401,22 @@ def overview() -> Dashboard:
     )
     d.add(
         timeseries(
-            "Success ratio by target",
-            "Successful attempts over all attempts, per gateway and model, over the window.",
+            "Availability and attempt success by target",
+            "Requests that succeeded after retries (the availability SLI) and attempts that "
+            "succeeded (each retry counts), per gateway and model, over the window.",
             "percentunit",
-            q(ratio(m(REQ, 'outcome="ok"'), m(REQ)), "{{gateway}} {{model}}"),
+            q(
+                ratio(m(SLO, 'slo="availability", outcome="good"'), m(SLO, 'slo="availability"')),
+                "requests {{gateway}} {{model}}",
+            ),
+            q(ratio(m(REQ, 'outcome="ok"'), m(REQ)), "attempts {{gateway}} {{model}}"),
+        ),
+        timeseries(
+            "Rate-limited share of attempts",
+            "Attempts answered 429 over all attempts; AIoneProbeRateLimited files a ticket "
+            "above 10 %. Retries decide availability.",
+            "percentunit",
+            q(ratio(m("aione_probe_rate_limited_total"), m(REQ)), "{{gateway}} {{model}}"),
         ),
         timeseries(
             "TTFT p50 and p99 by target (streamed)",
@@ -465,19 +490,19 @@ def latency() -> Dashboard:
             ),
         ),
         timeseries(
-            "TTFT SLO error ratio",
-            f"Share of streamed requests without a first token within {TTFT_SLO_S:g} s "
-            "(failures count); the budget is 1 %. Recording rules over 1h and 6h.",
-            "percentunit",
+            "SLO burn rates",
+            "Bad-event ratio over the error budget (1 - target) per SLO (availability, ttft, "
+            "e2e) over 1h and 6h; the page thresholds are 14.4x (1h) and 6x (6h).",
+            "x",
             q(
-                m("gateway_model:aione_probe_ttft_slo_errors:ratio_rate1h"),
-                "1h {{gateway}} {{model}}",
+                m("gateway_model_slo:aione_probe_slo_burn_rate:ratio_rate1h"),
+                "1h {{slo}} {{gateway}} {{model}}",
             ),
             q(
-                m("gateway_model:aione_probe_ttft_slo_errors:ratio_rate6h"),
-                "6h {{gateway}} {{model}}",
+                m("gateway_model_slo:aione_probe_slo_burn_rate:ratio_rate6h"),
+                "6h {{slo}} {{gateway}} {{model}}",
             ),
-            defaults=thresholds((None, "green"), (0.01, "red")),
+            defaults=thresholds((None, "green"), (6, "orange"), (14.4, "red")),
         ),
         panel(
             "heatmap",
@@ -696,7 +721,7 @@ def authenticity() -> Dashboard:
             "s",
             q(
                 f"time() - {m('aione_probe_verdict_timestamp_seconds')}",
-                "{{kind}} {{gateway}} {{model}} {{suite}}",
+                "{{kind}} {{gateway}} {{model}}",
             ),
         ),
         table(

@@ -1,7 +1,11 @@
 """A scripted OpenAI-compatible fault server on 127.0.0.1 (Starlette + uvicorn in a thread).
 
 The request's ``model`` picks the script: ``"ok"``, ``"status:429"``, ``"timing:300"``...
-(see `SCRIPTS`). The server records what it saw (client ports, so tests can count
+(see `SCRIPTS`; an unknown script name answers like ``ok``). Dishonest relays are scripts
+too: ``cache:fake`` (claims cached tokens, no speed-up), ``inflate:1.2`` (completion counts
+multiplied), ``echo:header`` / ``echo:body`` / ``echo:masked`` (the API key sent back),
+``hostile:...`` (control characters in names and content), ``html:502`` (a proxy's page).
+The server records what it saw (client ports, so tests can count
 connections; request bodies and headers) and, for ``timing``, its own
 `time.perf_counter` stamps of request receipt and of the first content chunk, keyed by
 the ``x-request-id`` it returns. Client and server share the process, hence the clock.
@@ -10,7 +14,9 @@ the ``x-request-id`` it returns. Client and server share the process, hence the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -48,6 +54,12 @@ class FaultServer:
     port: int = 0
     seen: list[Seen] = field(default_factory=list)
     ids: dict[str, Seen] = field(default_factory=dict)
+    #: what ``GET /v1/models`` lists (with the key ``good-key``)
+    models: list[str] = field(default_factory=lambda: ["gpt-4o", "gpt-4o-mini", "gpt-4o"])
+    #: prompt prefixes already answered (the ``cache`` scripts' memory), oldest first
+    prefixes: dict[str, None] = field(default_factory=dict)
+    #: keep `seen` bounded (a soak runs for hours); None keeps everything
+    keep_seen: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -361,10 +373,164 @@ def jsonstream(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
     return JSONResponse(_completion())
 
 
+# --------------------------------------------------------------------- dishonest relays
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """The fault server's tokenizer: one token per word or punctuation mark."""
+    return len(_WORD.findall(text))
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """Prompt tokens of a request: its messages' tokens plus 3 per message (a template)."""
+    return sum(3 + count_tokens(str(m.get("content") or "")) for m in body.get("messages", []))
+
+
+def _key_of(seen: Seen) -> str:
+    auth = seen.headers.get("authorization", "")
+    return auth.removeprefix("Bearer ").strip() or seen.headers.get("x-api-key", "")
+
+
+def _text_answer(seen: Seen, factor: float, stream: bool) -> Response:
+    """An answer that stops early; ``completion_tokens`` is the honest count × `factor`
+    (``total_tokens`` kept consistent), so only a comparison with the text can tell."""
+    n = 30 + int(hashlib.sha256(json.dumps(seen.body).encode()).hexdigest(), 16) % 40
+    words = " ".join(f"w{i % 7}" for i in range(n))
+    text = f"Here is the answer: {words}."
+    honest = count_tokens(text)
+    completion = round(honest * factor)
+    prompt = prompt_tokens(seen.body)
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+             "total_tokens": prompt + completion}  # fmt: skip
+    if not stream:
+        body = _completion(text)
+        body["usage"] = usage
+        return JSONResponse(body)
+
+    async def gen() -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": ""})
+        for piece in re.findall(r"\S+\s*", text):
+            yield chunk({"content": piece})
+        yield chunk({}, "stop")
+        yield chunk(None, usage=usage)
+        yield DONE
+
+    return _sse(gen())
+
+
+def inflate(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """``inflate:1.2``: completion counts × 1.2 on every answer (``inflate:1`` is honest)."""
+    return _text_answer(seen, float(arg or 1.0), stream)
+
+
+def echo(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """Sends the caller's API key back: ``echo:header`` in ``x-request-id``, ``echo:masked``
+    as ``sk-nex-****<last 10>`` in the header and the body, ``echo:body`` in a 500 error."""
+    key = _key_of(seen)
+    masked = f"sk-nex-****{key[-10:]}"
+    if arg == "body":
+        err = {"message": f"upstream rejected key {key} (shown as {masked})", "type": "server"}
+        return JSONResponse({"error": err}, status_code=500, headers={"x-request-id": key})
+    if arg == "masked":
+        body = _completion(f"Your key {masked} is valid.")
+        return JSONResponse(body, headers={"x-request-id": f"req-{masked}"})
+    return JSONResponse(_completion(), headers={"x-request-id": key, "x-echo-key": key})
+
+
+HOSTILE_NAMES = [
+    "evil\nINFO aione_probe: forged log line",
+    "\x1b[2J\x1b[31mred-model",
+    "tab\tand\rreturn\x07bell",
+]
+
+
+def hostile(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """Echoes the requested model name (control characters and all) and answers with
+    markup, terminal escapes and a newline-forged log line."""
+    content = "<script>alert(1)</script>\x1b[31m\nERROR forged line\u202e"
+    body = _completion(content)
+    body["model"] = seen.model
+    body["id"] = "chatcmpl-\x1b[1m\nforged"
+    if not stream:
+        return JSONResponse(body)
+
+    async def gen() -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": ""}, model=seen.model)
+        yield chunk({"content": content}, model=seen.model)
+        yield chunk({}, "stop", model=seen.model)
+        if usage:
+            yield chunk(None, usage=USAGE, model=seen.model)
+        yield DONE
+
+    return _sse(gen())
+
+
+NGINX_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n" + "<!-- padding -->\r\n" * 6
+)
+
+
+def html(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """A reverse proxy's HTML error page (``html:502``) instead of a JSON error."""
+    return Response(NGINX_502, status_code=int(arg or 502), media_type="text/html")
+
+
+#: TTFT model of the ``cache`` scripts: fixed overhead plus prefill per uncached token.
+CACHE_BASE_S = 0.03
+CACHE_PREFILL_S_PER_TOKEN = 0.00006
+
+
+def cache(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """Placeholder so ``cache`` is a known script; `cache_answer` does the work."""
+    raise AssertionError("cache is answered by cache_answer")
+
+
+async def cache_answer(server: FaultServer, arg: str, stream: bool, seen: Seen) -> Response:
+    """Prompt caching keyed by the first message (the long prefix).
+
+    ``cache:real`` answers a repeated prefix faster and reports 90 % cached; ``cache:fake``
+    reports 90 % cached on every repeat with no speed-up (10 % slower, as observed);
+    ``cache:nofield`` is as fast as ``real`` on repeats but reports no cache field.
+    """
+    messages = seen.body.get("messages") or [{}]
+    prefix = hashlib.sha256(str(messages[0].get("content")).encode()).hexdigest()
+    repeat = prefix in server.prefixes
+    server.prefixes[prefix] = None
+    while len(server.prefixes) > 1000:
+        server.prefixes.pop(next(iter(server.prefixes)))
+    prompt = prompt_tokens(seen.body)
+    cached = int(prompt * 0.9) if repeat and arg != "nofield" else 0
+    fast = repeat and arg in ("real", "nofield")
+    uncached = prompt - int(prompt * 0.9) if fast else prompt
+    delay = CACHE_BASE_S + CACHE_PREFILL_S_PER_TOKEN * uncached
+    if arg == "fake" and repeat:
+        delay *= 1.1
+    await asyncio.sleep(delay)
+    body = _completion("4")
+    body["usage"] = {"prompt_tokens": prompt, "completion_tokens": 1,
+                     "total_tokens": prompt + 1}  # fmt: skip
+    if arg != "nofield":
+        body["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
+    if not stream:
+        return JSONResponse(body)
+
+    async def gen() -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": ""})
+        yield chunk({"content": "4"})
+        yield chunk({}, "stop")
+        yield chunk(None, usage=body["usage"])
+        yield DONE
+
+    return _sse(gen())
+
+
 SCRIPTS: dict[str, Script] = {
     f.__name__: f
     for f in (ok, status, malformed, cut, silent, stall, slow, huge, timing, tools, empty, inband,
-              jsonstream)
+              jsonstream, inflate, echo, hostile, html, cache)
 }  # fmt: skip
 
 
@@ -378,20 +544,28 @@ def create_app(server: FaultServer) -> Starlette:
         client = request.scope.get("client") or ("", 0)
         seen = Seen(model, body, dict(request.headers), client[1], received)
         server.seen.append(seen)
+        if server.keep_seen is not None and len(server.seen) > server.keep_seen:
+            del server.seen[: -server.keep_seen]
+            server.ids.clear()
         name, _, arg = model.partition(":")
         stream = bool(body.get("stream"))
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        response = SCRIPTS[name](arg, stream, usage, seen)
-        rid = uuid.uuid4().hex
-        server.ids[rid] = seen
-        response.headers["x-request-id"] = rid
+        script = SCRIPTS.get(name, ok)
+        if script is cache:
+            response = await cache_answer(server, arg, stream, seen)
+        else:
+            response = script(arg, stream, usage, seen)
+        if "x-request-id" not in response.headers:
+            rid = uuid.uuid4().hex
+            server.ids[rid] = seen
+            response.headers["x-request-id"] = rid
         return response
 
     async def models(request: Request) -> Response:
         if request.headers.get("authorization") != "Bearer good-key":
             err = {"message": f"Incorrect API key provided: {LEAKED_KEY}", "type": "auth"}
             return JSONResponse({"error": err}, status_code=401)
-        data = [{"id": m, "object": "model"} for m in ("gpt-4o", "gpt-4o-mini", "gpt-4o")]
+        data = [{"id": m, "object": "model"} for m in server.models]
         return JSONResponse({"object": "list", "data": data})
 
     return Starlette(
@@ -403,17 +577,15 @@ def create_app(server: FaultServer) -> Starlette:
 
 
 @contextmanager
-def running() -> Iterator[FaultServer]:
-    """Start the fault server on a free loopback port; stop it on exit."""
-    server = FaultServer()
+def _serving(app: Starlette) -> Iterator[int]:
+    """Serve `app` with uvicorn in a thread on a free loopback port; yields the port."""
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto
     # is TCP, and without it Nagle + delayed ACK hold small SSE writes for ~40 ms.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server.port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(server),
+        app,
         log_level="critical",
         access_log=False,
         lifespan="off",
@@ -429,8 +601,57 @@ def running() -> Iterator[FaultServer]:
             raise RuntimeError("fault server did not start")
         time.sleep(0.01)
     try:
-        yield server
+        yield sock.getsockname()[1]
     finally:
         uv.should_exit = True
         thread.join(5)
         sock.close()
+
+
+@contextmanager
+def running() -> Iterator[FaultServer]:
+    """Start the fault server on a free loopback port; stop it on exit."""
+    server = FaultServer()
+    with _serving(create_app(server)) as port:
+        server.port = port
+        yield server
+
+
+# --------------------------------------------------------------------- a relay in front
+def create_relay(upstream: str, factor: float) -> Starlette:
+    """A dishonest relay in front of `upstream` (an OpenAI-compatible root URL): plain
+    chat completions pass through with ``completion_tokens`` multiplied by `factor` and
+    ``total_tokens`` kept consistent; ``GET /v1/models`` passes through."""
+    import httpx
+
+    client = httpx.AsyncClient(base_url=upstream, timeout=300)
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        body["stream"] = False
+        body.pop("stream_options", None)
+        upstream_response = await client.post("/v1/chat/completions", json=body)
+        data = upstream_response.json()
+        usage = data.get("usage") or {}
+        if isinstance(usage.get("completion_tokens"), int):
+            usage["completion_tokens"] = round(usage["completion_tokens"] * factor)
+            usage["total_tokens"] = usage.get("prompt_tokens", 0) + usage["completion_tokens"]
+        return JSONResponse(data, status_code=upstream_response.status_code)
+
+    async def models(request: Request) -> Response:
+        r = await client.get("/v1/models")
+        return JSONResponse(r.json(), status_code=r.status_code)
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ]
+    )
+
+
+@contextmanager
+def relay(upstream: str, factor: float) -> Iterator[str]:
+    """Run `create_relay` on a free loopback port; yields its ``/v1`` base URL."""
+    with _serving(create_relay(upstream, factor)) as port:
+        yield f"http://127.0.0.1:{port}/v1"

@@ -609,11 +609,16 @@ async def test_cache_probe_over_anthropic_with_cache_prefix() -> None:
                 req = replace(req, cache_prefix=True)
                 finals.append((await client.chat(req))[-1])
     assert all(o.ok for o in finals)
-    assert finals[0].usage.cache_creation_tokens and not finals[0].usage.cached_tokens
-    assert all(o.usage.cached_tokens for o in finals[1:])
+    firsts, repeats = finals[0::2], finals[1::2]
+    assert all(o.usage.cache_creation_tokens and not o.usage.cached_tokens for o in firsts)
+    assert all(o.usage.cached_tokens for o in repeats)
     ctx = CheckContext(instance=instances[0], request=instances[0].request("sim-large"))
     (res,) = run_group_checks(instances, finals, ctx)
-    assert res.value is CheckValue.passed and res.metadata["outcome"] == "hit"
+    # Untimed (time_scale 0): the claimed hits stand only if the repeats happened to be
+    # faster; tests/test_cache_timing.py times them.
+    assert res.metadata["hit_ratio"] == 1.0 and res.metadata["timing_p"] is not None
+    verified = res.metadata["timing_faster"]
+    assert res.metadata["outcome"] == ("hit" if verified else "discount_unverified")
 
 
 # --- cross-protocol consistency -----------------------------------------------------------------

@@ -333,13 +333,67 @@ def test_language() -> None:
 # --- protocol ---------------------------------------------------------------------------
 
 
-def test_finish_reason() -> None:
-    r = run("finish_reason", obs("x", finish_reason="length"), expected="length")
-    assert r.value is P and r.metadata["observed"] == "length"
-    r = run("finish_reason", obs("x", finish_reason="stop"), expected="length")
-    assert r.value is F and r.expected == "length" and r.answer == "stop"
-    r = run("finish_reason", obs("x"), expected="length")
+FORCED = {"type": "function", "function": {"name": "get_weather"}}
+CALL = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize(
+    ("finish", "completion", "calls", "probe", "value"),
+    [
+        # below max_tokens (16): anything but "length" that matches the content
+        ("stop", 3, False, {}, P),
+        ("content_filter", 3, False, {}, P),
+        ("length", 3, False, {}, F),
+        ("tool_calls", 3, False, {}, F),
+        # at (or past) max_tokens: must say "length" (a silently truncating relay says stop)
+        ("length", 16, False, {}, P),
+        ("stop", 16, False, {}, F),
+        ("stop", 20, False, {}, F),
+        # tool calls: "tool_calls"; a call cut at the limit may say "length"
+        ("tool_calls", 12, True, {"tools": [WEATHER_TOOL], "tool_choice": "auto"}, P),
+        ("stop", 12, True, {"tools": [WEATHER_TOOL], "tool_choice": "auto"}, F),
+        ("length", 16, True, {"tools": [WEATHER_TOOL]}, P),
+        ("length", 12, True, {"tools": [WEATHER_TOOL]}, F),
+        # a call forced by name: OpenAI and vLLM end it with "stop"
+        ("stop", 12, True, {"tools": [WEATHER_TOOL], "tool_choice": FORCED}, P),
+        # a model that answers a tool probe in text made a choice: not a protocol failure
+        ("stop", 9, False, {"tools": [WEATHER_TOOL], "tool_choice": "auto"}, P),
+        ("length", 16, False, {"tools": [WEATHER_TOOL], "tool_choice": "auto"}, P),
+        # no max_tokens sent: "length" (the context window) cannot be judged wrong
+        ("length", 900, False, {"max_tokens": None}, P),
+        ("stop", 900, False, {"max_tokens": None}, P),
+    ],
+)
+def test_finish_reason_is_judged_on_consistency(
+    finish: str, completion: int, calls: bool, probe: dict[str, Any], value: CheckValue
+) -> None:
+    ctx = make_ctx(**{"max_tokens": 16, **probe})
+    o = obs(
+        "" if calls else "text",
+        finish_reason=finish,
+        tool_calls=[CALL] if calls else [],
+        usage=usage(10, completion, 10 + completion),
+    )
+    r = run("finish_reason", o, ctx)
+    assert r.value is value, r.explanation
+    assert r.answer == finish and r.metadata["observed"] == finish
+
+
+def test_finish_reason_counts_separately_billed_reasoning_towards_the_limit() -> None:
+    ctx = make_ctx(max_tokens=16)
+    u = usage(10, 6, 26, reasoning=10)  # total = prompt + completion + reasoning
+    r = run("finish_reason", obs("x", finish_reason="length", usage=u), ctx)
+    assert r.value is P, r.explanation
+
+
+def test_finish_reason_missing() -> None:
+    r = run("finish_reason", obs("x"), make_ctx(max_tokens=16))
     assert r.value is M and "no finish_reason" in r.explanation
+    r = run("finish_reason", obs("x", finish_reason="stop"), make_ctx(max_tokens=16))
+    assert r.value is M and "cannot tell" in r.explanation
+    # tool calls decide without usage
+    o = obs("", finish_reason="stop", tool_calls=[CALL])
+    assert run("finish_reason", o, make_ctx(max_tokens=16, tools=[WEATHER_TOOL])).value is F
 
 
 def test_usage_total() -> None:
@@ -391,11 +445,12 @@ VALID_PARAMS: dict[str, dict[str, Any]] = {
     "tool_call": {"function": "get_weather"},
     "length": {"max_words": 3},
     "language": {"expected": "en"},
-    "finish_reason": {"expected": "stop"},
+    "finish_reason": {},
     "usage_total": {},
     "usage_max_tokens": {},
     "usage_in_stream": {},
     "usage_reasoning": {},
+    "usage_completion_plausible": {"tolerance": 0.1},
     "model_name": {"listed": ["m"]},
     "image": {"aspect_ratio": "1:1"},
 }
@@ -439,7 +494,7 @@ def test_failed_observation_is_unscored(name: str) -> None:
         ("length", {}, None, "at least one"),
         ("length", {"min_words": 5, "max_words": 2}, "min_words", "exceeds"),
         ("language", {"expected": "fr"}, "expected", '"zh" or "en"'),
-        ("finish_reason", {"expected": "done"}, "expected", "one of"),
+        ("finish_reason", {"expected": "stop"}, "expected", "takes no parameters"),
         ("usage_total", {"x": 1}, "x", "takes no parameters"),
         ("usage_reasoning", {"expect": "yes"}, "expect", "true or false"),
     ],
@@ -485,11 +540,11 @@ def test_run_checks_renders_params_and_applies_defaults() -> None:
 
 
 def test_run_checks_probe_check_overrides_default_of_same_name() -> None:
-    inst = make_instance(checks=[{"name": "finish_reason", "expected": "length"}])
+    inst = make_instance(checks=[{"name": "language", "expected": "en"}])
     ctx = CheckContext(inst, inst.request("m"), None)
-    defaults = [CheckSpec(name="finish_reason", params={"expected": "stop"})]
-    out = run_checks(inst, obs("x", finish_reason="length"), ctx, defaults)
-    assert [(r.name, r.value) for r in out] == [("finish_reason", P)]
+    defaults = [CheckSpec(name="language", params={"expected": "zh"})]
+    out = run_checks(inst, obs("plain English"), ctx, defaults)
+    assert [(r.name, r.value) for r in out] == [("language", P)]
 
 
 def test_run_checks_skips_usage_max_tokens_without_limit() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import faultserver
 import pytest
 
 from aione_probe.cli import main
@@ -151,3 +153,75 @@ api_key_file = "/nonexistent/key"
     cfg = load_config(path)
     with pytest.raises(ConfigError, match="api_key_file: cannot read"):
         cfg.gateways[0].api_key()
+
+
+def _all_expected(path: Path) -> list[str]:
+    return [
+        line.removeprefix("# expect: ")
+        for line in path.read_text().splitlines()
+        if line.startswith("# expect: ")
+    ]
+
+
+CHECK = sorted((Path(__file__).parent / "testdata" / "config-check").glob("*.toml"))
+
+
+def test_every_mistake_of_a_file_is_reported_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).parent / "testdata" / "config" / "two-mistakes.toml"
+    assert main(["check-config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    for expected in _all_expected(path):
+        assert any(line == f"config error {path}: {expected}" for line in lines), (expected, lines)
+
+
+@pytest.mark.parametrize("path", CHECK, ids=lambda p: p.stem)
+def test_check_config_names_each_unusable_key(
+    path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIONE_PROBE_TEST_UNSET_KEY", raising=False)
+    monkeypatch.delenv("AIONE_PROBE_TEST_UNSET_MGMT", raising=False)
+    assert main(["check-config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    # One whole line per error, never folded at 80 columns (stderr is not a terminal here).
+    for expected in _all_expected(path):
+        assert any(line.startswith(f"config error {path}: {expected}") for line in lines), lines
+
+
+def test_a_set_key_or_a_keyless_gateway_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[gateways]]\nname = "a"\nbase_url = "https://a.example/v1"\n'
+        'api_key_env = "AIONE_PROBE_TEST_SET_KEY"\n'
+        '[[gateways]]\nname = "b"\nbase_url = "http://127.0.0.1:9/v1"\nauth = "none"\n'
+    )
+    monkeypatch.setenv("AIONE_PROBE_TEST_SET_KEY", "sk-test-0123456789")
+    assert main(["check-config", str(path)]) == 0
+    monkeypatch.setenv("AIONE_PROBE_TEST_SET_KEY", "  ")
+    assert main(["check-config", str(path)]) == 2
+
+
+def test_run_refuses_to_send_without_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AIONE_PROBE_TEST_UNSET_KEY", raising=False)
+    with faultserver.running() as server:
+        path = tmp_path / "c.toml"
+        path.write_text(
+            f'probes_dir = "{ROOT / "probes"}"\n'
+            f'[[gateways]]\nname = "aione"\nbase_url = "{server.base_url}"\n'
+            'api_key_env = "AIONE_PROBE_TEST_UNSET_KEY"\nmodels = ["ok"]\n'
+            '[[suites]]\nfile = "smoke.toml"\ninterval = "1h"\n'
+            f'[storage]\nurl = "sqlite:///{tmp_path / "p.db"}"\n'
+            f'[reports]\ndir = "{tmp_path / "reports"}"\n'
+        )
+        assert main(["run", "--config", str(path)]) == 1
+        assert server.seen == []  # nothing was sent
+    err = capsys.readouterr().err
+    assert "environment variable AIONE_PROBE_TEST_UNSET_KEY is not set" in err
+    with sqlite3.connect(tmp_path / "p.db") as db:
+        failures = {r[0] for r in db.execute("select failure from observation")}
+        messages = {r[0] for r in db.execute("select error_message from observation")}
+    assert failures == {"auth"}
+    assert all("not sent: api_key_env" in m for m in messages), messages

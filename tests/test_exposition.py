@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aione_probe import server as server_module
 from aione_probe.metrics import ProbeMetrics
 from aione_probe.server import MetricsProcess, MetricsServer
+from aione_probe.slo import Objectives
 from aione_probe.types import Observation, Usage
 
 
@@ -238,3 +239,25 @@ def test_child_exits_and_cleans_up_when_the_parent_is_killed(tmp_path: Path) -> 
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_series_declared_at_zero_are_served_by_the_child(
+    probe_metrics: ProbeMetrics, tmp_path: Path
+) -> None:
+    probe_metrics.declare_job(
+        "aione", "gpt-x", "smoke", streams=[True], checks=["finish_reason"],
+        objectives=Objectives(),
+    )  # fmt: skip
+    srv = MetricsProcess("127.0.0.1", 0, probe_metrics, tmp_path)
+    srv.start()  # declared zeros are not "already counted"
+    try:
+        time.sleep(server_module.METRICS_MIN_INTERVAL_S)
+        samples = _samples(_get(f"{srv.url}/metrics")[1].decode())
+    finally:
+        srv.stop()
+    labels = (("class", "http_5xx"), ("gateway", "aione"), ("model", "gpt-x"),
+              ("stream", "true"), ("suite", "smoke"))  # fmt: skip
+    errors = ("aione_probe_errors_total", labels, 0.0)
+    assert errors in samples
+    slo = (("gateway", "aione"), ("model", "gpt-x"), ("outcome", "bad"), ("slo", "ttft"))
+    assert ("aione_probe_slo_events_total", slo, 0.0) in samples

@@ -430,14 +430,14 @@ async def test_key_scrubbed_from_observation(monkeypatch: pytest.MonkeyPatch) ->
     assert obs.failure is FailureKind.auth
     assert KEY not in repr(obs) and "sk-proj" not in repr(obs)
     assert obs.error_message is not None and len(obs.error_message) <= 300
-    assert obs.error_message.startswith("Incorrect API key provided: ***; also ***")
-    assert obs.error_code == "***"
+    assert obs.error_message.startswith("Incorrect API key provided: [redacted]; also [redacted]")
+    assert obs.error_code == "[redacted]"
 
 
 def test_scrub() -> None:
     assert scrub(None, "k") is None
-    assert scrub("key=abc123 x", "abc123") == "key=*** x"
-    assert scrub("Bearer sk-ant-api03-abcdEFGH_1234-xyz end", None) == "Bearer *** end"
+    assert scrub("key=abc123 x", "abc123") == "key=[redacted] x"
+    assert scrub("Bearer sk-ant-api03-abcdEFGH_1234-xyz end", None) == "Bearer [redacted] end"
     assert scrub("sk-short", None) == "sk-short"
     long = scrub("a" * 290 + "SECRETKEY" * 3, "SECRETKEY")
     assert long is not None and len(long) <= 300 and "SECRET" not in long
@@ -450,7 +450,7 @@ def test_parse_error_body_shapes() -> None:
     assert parse_error_body(anthropic) == ErrorInfo("overloaded_error", None, "Overloaded")
     assert parse_error_body({"error": "plain string"}).message == "plain string"
     assert parse_error_body({"detail": "Not Found"}).message == "Not Found"
-    assert parse_error_body(b"<html>502</html>").message == "<html>502</html>"
+    assert parse_error_body(b"<html>502</html>").message == "an HTML error page"
     assert parse_error_body(b"") == ErrorInfo()
     assert parse_error_body(b"[1]") == ErrorInfo()
 

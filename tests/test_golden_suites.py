@@ -434,11 +434,15 @@ def test_behaviour_probes_cover_finish_reasons_and_usage() -> None:
     suite = _suite(BEHAVIOUR_FILE)
     probes = suite.probes
     assert all(p.cheap for p in probes)
-    reasons = {c["expected"]: p for p in probes for c in _checks(p, "finish_reason")}
-    assert set(reasons) == {"stop", "length", "tool_calls"}
-    assert reasons["length"].max_tokens <= 5
-    assert "essay" in _user_text(reasons["length"])
-    assert reasons["tool_calls"].tools and _checks(reasons["tool_calls"], "tool_call")
+    # finish_reason judges every answer on consistency; the finish-* probes make each
+    # branch likely: an essay cut at max_tokens, a short answer, an optional tool call.
+    assert "finish_reason" in {c.name for c in suite.default_checks}
+    by_id = {p.id: p for p in probes}
+    length = by_id["finish-length-01"]
+    assert length.max_tokens <= 5 and "essay" in _user_text(length)
+    assert by_id["finish-stop-01"].max_tokens is None or by_id["finish-stop-01"].max_tokens >= 8
+    tool = by_id["finish-tool-calls-01"]
+    assert tool.tools and tool.tool_choice == "auto" and _checks(tool, "tool_call")
     assert any(isinstance(p.tool_choice, dict) for p in probes), "no forced tool call"
     (pair,) = [p for p in probes if p.alternate_stream]
     assert pair.samples == 2 and pair.sequential
@@ -449,13 +453,17 @@ def test_behaviour_probes_cover_finish_reasons_and_usage() -> None:
 
 def test_cache_probe_sends_a_long_shared_prefix_sequentially() -> None:
     (p,) = _suite(CACHE_FILE).probes
-    assert p.kind == "cache" and p.sequential and not p.varies_per_sample
-    assert p.samples == 4 and not p.stream and p.max_tokens <= 8
+    assert p.kind == "cache" and p.sequential and not p.varies_per_sample and p.cache_pairs
+    assert p.samples == 10 and p.stream and p.max_tokens <= 8
     assert [c.name for c in p.group_checks] == ["cache"]
     assert p.system is not None and len(p.system) >= 4_800
     assert p.system.startswith("Support desk session {{nonce}}.")
     (rule,) = [line for line in p.system.splitlines() if line.startswith("Rule 17.")]
     assert f"within {_checks(p, 'numeric')[0]['expected']} working hours" in rule
-    first, *rest = _suite(CACHE_FILE).expand(seed=11)
-    assert all(i.request("m").messages == first.request("m").messages for i in rest)
-    assert _suite(CACHE_FILE).expand(seed=12)[0].vars != first.vars
+    # (first send, repeat) pairs: each pair shares its prefix, no two pairs do.
+    insts = _suite(CACHE_FILE).expand(seed=11)
+    pairs = [insts[i : i + 2] for i in range(0, len(insts), 2)]
+    assert all(a.request("m").messages == b.request("m").messages for a, b in pairs)
+    assert len({str(a.request("m").messages) for a, _ in pairs}) == len(pairs)
+    assert [p.cache_role(i.sample) for i in insts] == ["miss", "hit"] * 5
+    assert _suite(CACHE_FILE).expand(seed=12)[0].vars != insts[0].vars

@@ -238,3 +238,37 @@ def test_compose_file_is_accepted_by_compose() -> None:
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def load_rules_renderer() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("grafana_rules", GRAFANA / "rules.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_rules_are_the_renderers_default_output() -> None:
+    rules = load_rules_renderer()
+    for path in RULES:
+        text = path.read_text()
+        assert rules.render(text) == text, f"{path.name}: run python grafana/rules.py"
+        for url in re.findall(r"runbook_url: (\S+)", text):
+            assert url.startswith(rules.DEFAULT_RUNBOOK_BASE + "#"), url
+
+
+def test_rules_render_with_another_runbook_base_and_a_speedup(tmp_path: Path) -> None:
+    rules = load_rules_renderer()
+    rules.main([str(tmp_path), "--speedup", "60", "--runbook-base", "https://wiki.example/rb"])
+    alerts = (tmp_path / "alerts.yml").read_text()
+    recording = (tmp_path / "recording.yml").read_text()
+    assert "runbook_url: https://wiki.example/rb#aioneprobedown" in alerts
+    assert "for: 2s" in alerts and "for: 10m" not in alerts
+    assert "[60s]" in recording and "[1h]" not in recording and "interval: 1s" in recording
+    assert "[4320s]" in recording  # 3d / 60
+    assert "over 1h" in alerts  # annotation text is left as written
+    if shutil.which("promtool"):
+        cmd = ["promtool", "check", "rules", str(tmp_path / "alerts.yml"),
+               str(tmp_path / "recording.yml")]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from aione_probe import metrics as metrics_mod
 from aione_probe.errors import FailureKind
 from aione_probe.metrics import RESPONSE_MODELS_PER_TARGET, Op, ProbeMetrics, Snapshot
+from aione_probe.slo import Objectives
 from aione_probe.types import CheckResult, CheckValue, Observation, Usage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,8 +239,9 @@ def test_refresh_serves_verdicts_from_memory(pm: ProbeMetrics) -> None:
     assert val(pm, "aione_probe_drift_p_value", gold) == 0.002
     assert val(pm, "aione_probe_golden_pass_ratio", gold) == 0.75
     assert val(pm, "aione_probe_golden_baseline_pass_ratio", gold) == 0.95
-    assert val(pm, "aione_probe_reconcile_verdict", {**R, "verdict": "mismatch"}) == 1
-    ts = {**T, "suite": "", "kind": "authenticity"}
+    # a reconciliation is per target: no suite label (and never an empty one)
+    assert val(pm, "aione_probe_reconcile_verdict", {**T, "verdict": "mismatch"}) == 1
+    ts = {**T, "kind": "authenticity"}
     assert (
         val(pm, "aione_probe_verdict_timestamp_seconds", ts)
         == created.replace(tzinfo=UTC).timestamp()
@@ -405,3 +407,65 @@ def test_shared_metrics_write_files_and_send_each_state_change_once(tmp_path: Pa
     }
     assert val(pm, "aione_probe_suite_interval_seconds", R) == 60  # carried over
     assert val(pm, "aione_probe_cost_total", T) == 1.5
+
+
+def test_declared_job_exports_every_series_at_zero_and_its_objectives(pm: ProbeMetrics) -> None:
+    objectives = Objectives(availability_target=0.995, ttft_s=1.5, ttft_target=0.95)
+    pm.declare_job(
+        "aione", "gpt-x", "smoke", streams=[True, False], checks=["finish_reason"],
+        objectives=objectives,
+    )  # fmt: skip
+    for stream in ("true", "false"):
+        s = {**R, "stream": stream}
+        assert val(pm, "aione_probe_requests_total", {**s, "outcome": "ok"}) == 0
+        assert val(pm, "aione_probe_requests_total", {**s, "outcome": "error"}) == 0
+        assert val(pm, "aione_probe_errors_total", {**s, "class": "timeout_first_token"}) == 0
+        assert val(pm, "aione_probe_ttft_seconds_count", s) == 0
+    assert val(pm, "aione_probe_tpot_seconds_count", R) == 0
+    for outcome in ("pass", "fail", "partial", "unscored", "missing"):
+        labels = {**R, "check": "finish_reason", "outcome": outcome}
+        assert val(pm, "aione_probe_checks_total", labels) == 0
+    assert val(pm, "aione_probe_suite_runs_total", {**R, "status": "failed"}) == 0
+    assert val(pm, "aione_probe_rate_limited_total", T) == 0
+    assert val(pm, "aione_probe_cost_total", T) == 0
+    assert val(pm, "aione_probe_slo_events_total", {**T, "slo": "availability",
+                                                     "outcome": "bad"}) == 0  # fmt: skip
+    assert val(pm, "aione_probe_slo_target_ratio", {**T, "slo": "availability"}) == 0.995
+    assert val(pm, "aione_probe_slo_target_ratio", {**T, "slo": "ttft"}) == 0.95
+    assert val(pm, "aione_probe_slo_threshold_seconds", {**T, "slo": "ttft"}) == 1.5
+    assert val(pm, "aione_probe_slo_threshold_seconds", {**T, "slo": "e2e"}) == 30
+    # no empty label value anywhere
+    for family in pm.registry.collect():
+        for sample in family.samples:
+            assert all(v != "" for v in sample.labels.values()), sample
+
+
+def test_requests_count_slo_events_against_the_declared_objectives(pm: ProbeMetrics) -> None:
+    pm.declare_job("aione", "gpt-x", "smoke", streams=[True], checks=[],
+                   objectives=Objectives(ttft_s=0.4))  # fmt: skip
+
+    def events(slo: str, outcome: str) -> float | None:
+        return val(pm, "aione_probe_slo_events_total", {**T, "slo": slo, "outcome": outcome})
+
+    pm.observe_request(streamed())  # ttft 0.5 > 0.4: a latency miss, but available
+    assert events("availability", "good") == 1 and events("ttft", "bad") == 1
+    assert events("e2e", "good") == 1
+    pm.observe_request(streamed(first_token_s=0.3))
+    assert events("ttft", "good") == 1
+    failed = Observation(gateway="aione", model="gpt-x", stream=True,
+                         failure=FailureKind.http_5xx)  # fmt: skip
+    pm.observe_request(failed)  # an HTTP error: availability only
+    assert events("availability", "bad") == 1 and events("ttft", "bad") == 1
+    late = Observation(gateway="aione", model="gpt-x", stream=True,
+                       failure=FailureKind.timeout_first_token)  # fmt: skip
+    pm.observe_request(late)  # a timeout: unavailable and a latency miss
+    assert events("availability", "bad") == 2 and events("ttft", "bad") == 2
+    assert events("e2e", "bad") == 1
+
+
+def test_rate_limited_attempts_have_their_own_counter(pm: ProbeMetrics) -> None:
+    limited = Observation(gateway="aione", model="gpt-x", failure=FailureKind.rate_limited)
+    pm.observe(limited, suite="smoke", cost=None)
+    pm.observe(Observation(gateway="aione", model="gpt-x", failure=FailureKind.http_5xx),
+               suite="smoke", cost=None)  # fmt: skip
+    assert val(pm, "aione_probe_rate_limited_total", T) == 1

@@ -101,7 +101,12 @@ def populate(store: Store) -> dict[str, object]:
                         CheckResult(
                             "cache",
                             CheckValue.passed,
-                            metadata={"hit_ratio": 0.75, "saved": 0.002, "currency": "USD"},
+                            metadata={
+                                "hit_ratio": 0.75,
+                                "saved": 0.002,
+                                "currency": "USD",
+                                "verified": True,
+                            },
                         ),
                         None,
                         "cache-long-01",
@@ -302,6 +307,8 @@ def test_json_export_matches_the_numbers(report) -> None:
         "hit_ratio": 0.75,
         "saved": pytest.approx(0.006),
         "currency": "USD",
+        "unverified": 0.0,
+        "unverified_runs": 0,
     }
     assert gw_a["authenticity"]["signals"][0]["p_value"] == 0.2011
     assert gw_a["authenticity"]["threshold"] == 109500.0

@@ -39,6 +39,7 @@ def test_smoke_suite_loads_and_is_cheap() -> None:
     assert suite.id == "smoke" and suite.version >= 1
     assert 5 <= len(suite.probes) <= 8
     assert [c.name for c in suite.default_checks] == [
+        "finish_reason",
         "usage_total",
         "usage_max_tokens",
         "usage_in_stream",

@@ -1,7 +1,8 @@
 """Registered checks: pure functions of an observation, and group checks over samples.
 
 Importing this package registers every built-in check (one module per family: match,
-numeric, structured, instructions, protocol, cache, consistency, image, model_name).
+numeric, structured, instructions, protocol, plausible, cache, consistency, image,
+model_name).
 """
 
 from aione_probe.checks import (  # noqa: F401  (imported to register their checks)
@@ -12,6 +13,7 @@ from aione_probe.checks import (  # noqa: F401  (imported to register their chec
     match,
     model_name,
     numeric,
+    plausible,
     protocol,
     structured,
 )

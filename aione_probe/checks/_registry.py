@@ -47,12 +47,15 @@ class CheckContext:
         request: the request that was sent.
         price: the model's price, or None when the price table has no entry.
         listed_models: the ids the gateway's ``GET /v1/models`` returned (None: unknown).
+        text_tokens: the answer's length in the gateway's own tokens, measured by the
+            runner for ``usage_completion_plausible`` (None: not measured).
     """
 
     instance: ProbeInstance
     request: ChatRequest
     price: Price | None = None
     listed_models: tuple[str, ...] | None = None
+    text_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -4,40 +4,98 @@ from __future__ import annotations
 
 from typing import Any
 
-from aione_probe.checks._registry import CheckContext, CheckSpecError, check, result
+from aione_probe.checks._registry import CheckContext, check, result
 from aione_probe.checks._util import keys, typed
 from aione_probe.cost import reasoning_counted_separately
-from aione_probe.types import ChatRequest, CheckResult, CheckValue, Observation
-
-FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
+from aione_probe.types import ChatRequest, CheckResult, CheckValue, Observation, Usage
 
 
-def _validate_finish_reason(params: dict[str, Any]) -> None:
-    keys(params, required=["expected"])
-    expected = typed(params, "expected", str, "a finish reason")
-    if expected not in FINISH_REASONS:
-        raise CheckSpecError(f"expected must be one of {list(FINISH_REASONS)}", "expected")
+def _forces_named_tool(req: ChatRequest) -> bool:
+    """A ``tool_choice`` naming one function (OpenAI and vLLM then end with "stop")."""
+    return isinstance(req.tool_choice, dict)
 
 
-@check("finish_reason", validate=_validate_finish_reason)
+def _allowed_finish_reasons(
+    obs: Observation, req: ChatRequest
+) -> tuple[frozenset[str], str] | None:
+    """The finish reasons consistent with what the response shows, and why.
+
+    None when the response does not show enough to judge (usage lacks the output count of
+    a request that set `max_tokens`, so "did it stop at the limit" is unknown).
+    """
+    calls = bool(obs.tool_calls)
+    billed = _billed_output(obs.usage)
+    limit = req.max_tokens
+    at_limit = limit is not None and billed is not None and billed >= limit
+    if calls:
+        allowed = {"tool_calls"} | ({"stop"} if _forces_named_tool(req) else set())
+        if at_limit:
+            allowed.add("length")  # a call cut at the limit
+        why = "the response carries tool calls"
+        if _forces_named_tool(req):
+            why += " forced by name (OpenAI ends those with 'stop')"
+        return frozenset(allowed), why
+    if limit is None:
+        # No cap was sent: "length" can only mean the context window, which is not visible.
+        return frozenset({"stop", "length", "content_filter"}), "no max_tokens was sent"
+    if billed is None:
+        return None
+    if at_limit:
+        return frozenset({"length"}), f"{billed} output tokens reached max_tokens {limit}"
+    return (
+        frozenset({"stop", "content_filter"}),
+        f"{billed} output tokens stayed below max_tokens {limit}",
+    )
+
+
+@check("finish_reason")
 def finish_reason(obs: Observation, params: dict[str, Any], ctx: CheckContext) -> CheckResult:
-    """Pass when the (normalised) finish reason equals `expected`; missing if absent."""
-    expected = params["expected"]
+    """Pass when the (normalised) finish reason is consistent with the response itself.
+
+    Judged on consistency, never on the model's choice: a response with tool calls must
+    say ``tool_calls`` (or ``stop`` when ``tool_choice`` forced a named function, as
+    OpenAI does); one whose billed output reached ``max_tokens`` must say ``length``; one
+    below it must not (``stop`` or ``content_filter``). Whether the model *should* have
+    called a tool or written more is a quality question for other checks (``tool_call``).
+    Missing when there is no finish_reason, or when usage lacks the output count needed to
+    tell whether the limit was reached.
+    """
     got = obs.finish_reason
     if got is None:
-        return result(
-            CheckValue.missing, expected=expected, explanation="the response has no finish_reason"
-        )
-    ok = got == expected
+        return result(CheckValue.missing, explanation="the response has no finish_reason")
+    judged = _allowed_finish_reasons(obs, ctx.request)
     raw = f" (raw {obs.raw_finish_reason!r})" if obs.raw_finish_reason not in (None, got) else ""
+    if judged is None:
+        return result(
+            CheckValue.missing,
+            answer=got,
+            explanation=f"finish_reason {got!r}{raw}, but usage lacks completion_tokens: "
+            "cannot tell whether max_tokens was reached",
+            observed=got,
+        )
+    allowed, why = judged
+    ok = got in allowed
+    expected = " or ".join(sorted(allowed))
     return result(
         CheckValue.passed if ok else CheckValue.failed,
         answer=got,
         expected=expected,
-        explanation=f"finish_reason {got!r}{raw}" + ("" if ok else f", expected {expected!r}"),
+        explanation=f"finish_reason {got!r}{raw}; {why}"
+        + ("" if ok else f", so it must be {expected}"),
         observed=got,
         raw_finish_reason=obs.raw_finish_reason,
+        tool_calls=len(obs.tool_calls),
+        max_tokens=ctx.request.max_tokens,
     )
+
+
+def _billed_output(u: Usage) -> int | None:
+    """Output tokens the request's ``max_tokens`` bounds: completion, plus reasoning when
+    the gateway counts it separately (see `usage_max_tokens`)."""
+    if u.completion_tokens is None:
+        return None
+    separate = reasoning_counted_separately(u)
+    return u.completion_tokens + ((u.reasoning_tokens or 0) if separate else 0)
 
 
 def _absent(fields: list[str]) -> CheckResult:
@@ -88,10 +146,10 @@ def usage_max_tokens(obs: Observation, params: dict[str, Any], ctx: CheckContext
     if limit is None:
         return result(CheckValue.unscored, explanation="the request set no max_tokens")
     u = obs.usage
-    if u.completion_tokens is None:
+    billed = _billed_output(u)
+    if billed is None or u.completion_tokens is None:
         return _absent(["completion_tokens"])
     separate = reasoning_counted_separately(u)
-    billed = u.completion_tokens + ((u.reasoning_tokens or 0) if separate else 0)
     meta = {
         "max_tokens": limit,
         "completion_tokens": u.completion_tokens,

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
+from aione_probe import redact
 from aione_probe.errors import FailureKind, StatusError
 
 ERROR_MESSAGE_LIMIT = 300
-_SECRET = re.compile(r"sk-[A-Za-z0-9_-]{8,}")
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "context_window_exceeded"})
 _CONTEXT_TEXT = re.compile(
     r"context[ _-]?(?:length|window)|maximum context|prompt is too long|input is too long",
@@ -120,9 +120,25 @@ def classify_error_event(info: ErrorInfo) -> FailureKind:
     return kind or FailureKind.bad_response
 
 
+HTML_ERROR_PAGE = "html_error_page"
+_HTML = re.compile(rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S)
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
+
+
 def parse_error_body(body: bytes | Any) -> ErrorInfo:
-    """Read type, code and message from an error body (raw bytes or decoded JSON)."""
+    """Read type, code and message from an error body (raw bytes or decoded JSON).
+
+    A proxy's HTML error page (nginx, Cloudflare) is not kept: the info says
+    ``html_error_page`` with the page's title at most.
+    """
     if isinstance(body, bytes | bytearray):
+        if _HTML.match(body[:2048]):
+            title = _TITLE.search(body[:8192])
+            name = (
+                b" ".join(title.group(1).split())[:80].decode("utf-8", "replace") if title else ""
+            )
+            detail = f" (title: {name})" if name else ""
+            return ErrorInfo(type=HTML_ERROR_PAGE, message=f"an HTML error page{detail}")
         try:
             body = json.loads(body)
         except ValueError:
@@ -153,12 +169,10 @@ def error_from_payload(payload: Any, status: int) -> StatusError:
 
 
 def scrub(text: str | None, key: str | None) -> str | None:
-    """Remove the API key and anything shaped like an ``sk-`` key; cap at 300 characters."""
+    """Remove the API key, its masked forms and ``sk-`` tokens; cap at 300 characters."""
     if text is None:
         return None
-    if key:
-        text = text.replace(key, "***")
-    text = _SECRET.sub("***", text)
+    text = redact.scrub(text, [key])
     if len(text) > ERROR_MESSAGE_LIMIT:
         text = text[: ERROR_MESSAGE_LIMIT - 1] + "…"
     return text

@@ -213,6 +213,13 @@ class GatewayClient:
         )
         if req.stream:
             obs.usage_in_stream = False
+        problem = self.gw.key_problem()
+        if problem is not None:
+            # Never send without the key the config names: a keyless request is billed to
+            # nobody or, worse, answered by a relay that accepts anything.
+            obs.started_at = utcnow()
+            self._fail(obs, FailureKind.auth, f"not sent: {problem[0]}: {problem[1]}", None)
+            return obs
         key = self.gw.api_key()
         path, headers, body = self._protocol.build_request(req)
         request = self._http.build_request(
@@ -230,8 +237,12 @@ class GatewayClient:
             StatusError: an HTTP error status (kind from the status and error body).
             ProtocolError: the body is not a model listing or is too large.
         """
-        key = self.gw.api_key()
         where = f"{self.gw.name}: GET {self._protocol.models_path}"
+        problem = self.gw.key_problem()
+        if problem is not None:
+            message = f"{where}: not sent: {problem[0]}: {problem[1]}"
+            raise GatewayError(message, FailureKind.auth)
+        key = self.gw.api_key()
         request = self._http.build_request(
             "GET", self._protocol.models_path, headers=self._auth(key)
         )
@@ -430,7 +441,7 @@ class GatewayClient:
             await _drain(chunks, lim.max_response_bytes - decoder.bytes_received)
 
     def _auth(self, key: str | None) -> dict[str, str]:
-        if not key:
+        if not key or self.gw.auth_scheme == "none":
             return {}
         if self.gw.auth_scheme == "x-api-key":
             return {"x-api-key": key}

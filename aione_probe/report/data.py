@@ -493,18 +493,31 @@ def _cache(q: _Query, t: TargetReport) -> None:
         q.where(cr, "created_at"),
     )
     ratios: list[float] = []
-    saved, currency, n = 0.0, None, 0
+    saved, unverified, currency, n, n_unverified = 0.0, 0.0, None, 0, 0
     for meta in q.conn.scalars(stmt):
         meta = _json(meta)
         n += 1
         ratio = _opt_float(meta.get("hit_ratio"))
         if ratio is not None:
             ratios.append(ratio)
-        saved += _opt_float(meta.get("saved")) or 0.0
+        amount = _opt_float(meta.get("saved")) or 0.0
+        # A saving counts only where timing showed the hits were real.
+        if meta.get("verified") or amount < 0:
+            saved += amount
+        elif amount:
+            unverified += amount
+            n_unverified += 1
         currency = meta.get("currency") or currency
     if n:
         hit_ratio = sum(ratios) / len(ratios) if ratios else None
-        t.cache = CacheStats(n=n, hit_ratio=hit_ratio, saved=saved, currency=currency)
+        t.cache = CacheStats(
+            n=n,
+            hit_ratio=hit_ratio,
+            saved=saved,
+            currency=currency,
+            unverified=unverified,
+            unverified_runs=n_unverified,
+        )
 
 
 def _signals(details: dict[str, Any]) -> list[SignalRow]:

@@ -152,12 +152,19 @@ class Violation:
 
 @dataclass
 class CacheStats:
-    """Cache check results: mean hit ratio and money saved (negative: lost) vs list price."""
+    """Cache check results: mean hit ratio and money saved (negative: lost) vs list price.
+
+    `saved` counts only runs whose repeats were measurably faster (timing verified the
+    claimed cache hits); `unverified` is what the other runs claimed, shown as claimed,
+    not saved, in `unverified_runs` runs.
+    """
 
     n: int
     hit_ratio: float | None
     saved: float
     currency: str | None
+    unverified: float = 0.0
+    unverified_runs: int = 0
 
 
 @dataclass

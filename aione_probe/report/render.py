@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+from aione_probe.redact import scrub
 from aione_probe.report.data import PERCENTILES
 from aione_probe.report.model import ReportData, TargetReport, verdict_tone
 from aione_probe.report.svg import Series, bar_chart, column_chart, evidence_chart, line_chart
@@ -130,14 +131,15 @@ def render_report(data: ReportData, out_dir: Path) -> list[Path]:
     common: dict[str, Any] = {"data": data, "css": css}
     written: list[Path] = []
     index = out_dir / "index.html"
-    index.write_text(env.get_template("index.html").render(**common), encoding="utf-8")
+    # Everything written is scrubbed once more: rows stored before a key was known.
+    index.write_text(scrub(env.get_template("index.html").render(**common)), encoding="utf-8")
     written.append(index)
     page = env.get_template("target.html")
     for t in data.targets:
         path = out_dir / t.page
-        path.write_text(page.render(t=t, charts=_charts(t), **common), encoding="utf-8")
+        path.write_text(scrub(page.render(t=t, charts=_charts(t), **common)), encoding="utf-8")
         written.append(path)
     export = out_dir / "report.json"
-    export.write_text(data.to_json() + "\n", encoding="utf-8")
+    export.write_text(scrub(data.to_json()) + "\n", encoding="utf-8")
     written.append(export)
     return written

@@ -128,8 +128,7 @@ def _answer_of(probe: dict[str, Any]) -> Answer | None:
         if check.get("name") == "json_schema":
             return Answer("json", difficulty, schema=check.get("schema"))
     for check in checks:
-        # finish_reason's `expected` is a stop reason, not the answer text.
-        if "expected" in check and check.get("name") != "finish_reason":
+        if "expected" in check:
             return Answer("text", difficulty, text=render_expected(check["expected"]))
     return None
 

@@ -35,6 +35,7 @@ class SimServer:
                 host=host,
                 port=port,
                 log_level="warning",
+                log_config=None,  # propagate to the root handlers, which scrub secrets
                 lifespan="off",
                 access_log=False,
                 timeout_graceful_shutdown=1,

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from aione_probe.errors import FailureKind
+from aione_probe.redact import scrub_value
 from aione_probe.store.tables import CheckResultRow, ObservationRow
 from aione_probe.types import CheckResult, CheckValue, Observation, Usage
 
@@ -44,59 +45,62 @@ class CheckRecord:
 
 
 def observation_values(record: ObservationRecord, run_id: int) -> dict[str, Any]:
-    """Column values of the ``observation`` row for `record` (for core inserts)."""
+    """Column values of the ``observation`` row for `record` (for core inserts); every
+    gateway-supplied string is scrubbed of secrets (a gateway may echo the key)."""
     obs = record.observation
     usage = obs.usage
-    return {
-        "run_id": run_id,
-        "gateway": obs.gateway,
-        "model": obs.model,
-        "suite": record.suite,
-        "probe_id": record.probe_id,
-        "probe_hash": record.probe_hash,
-        "sample": record.sample,
-        "attempt": obs.attempt,
-        "started_at": obs.started_at,
-        "protocol": obs.protocol,
-        "stream": obs.stream,
-        "failure": FailureKind(obs.failure).value,
-        "status": obs.status,
-        "error_type": obs.error_type,
-        "error_code": obs.error_code,
-        "error_message": obs.error_message,
-        "http_version": obs.http_version,
-        "request_id": obs.request_id,
-        "retry_after_s": obs.retry_after_s,
-        "response_id": obs.response_id,
-        "response_model": obs.response_model,
-        "system_fingerprint": obs.system_fingerprint,
-        "created": obs.created,
-        "content": obs.content,
-        "tool_calls": obs.tool_calls,
-        "content_parts": obs.content_parts,
-        "finish_reason": obs.finish_reason,
-        "raw_finish_reason": obs.raw_finish_reason,
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "cache_creation_tokens": usage.cache_creation_tokens,
-        "usage_raw": usage.raw,
-        "usage_in_stream": obs.usage_in_stream,
-        "headers_s": obs.headers_s,
-        "first_chunk_s": obs.first_chunk_s,
-        "first_token_s": obs.first_token_s,
-        "end_s": obs.end_s,
-        "tpot_s": obs.tpot_s,
-        "output_tps": obs.output_tokens_per_s,
-        "gaps_s": obs.gaps_s,
-        "chunk_count": obs.chunk_count,
-        "bytes_received": obs.bytes_received,
-        "cost": record.cost,
-        "vars": record.vars,
-        "final": record.final,
-    }
+    return scrub_value(
+        {
+            "run_id": run_id,
+            "gateway": obs.gateway,
+            "model": obs.model,
+            "suite": record.suite,
+            "probe_id": record.probe_id,
+            "probe_hash": record.probe_hash,
+            "sample": record.sample,
+            "attempt": obs.attempt,
+            "started_at": obs.started_at,
+            "protocol": obs.protocol,
+            "stream": obs.stream,
+            "failure": FailureKind(obs.failure).value,
+            "status": obs.status,
+            "error_type": obs.error_type,
+            "error_code": obs.error_code,
+            "error_message": obs.error_message,
+            "http_version": obs.http_version,
+            "request_id": obs.request_id,
+            "retry_after_s": obs.retry_after_s,
+            "response_id": obs.response_id,
+            "response_model": obs.response_model,
+            "system_fingerprint": obs.system_fingerprint,
+            "created": obs.created,
+            "content": obs.content,
+            "tool_calls": obs.tool_calls,
+            "content_parts": obs.content_parts,
+            "finish_reason": obs.finish_reason,
+            "raw_finish_reason": obs.raw_finish_reason,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "cache_creation_tokens": usage.cache_creation_tokens,
+            "usage_raw": usage.raw,
+            "usage_in_stream": obs.usage_in_stream,
+            "headers_s": obs.headers_s,
+            "first_chunk_s": obs.first_chunk_s,
+            "first_token_s": obs.first_token_s,
+            "end_s": obs.end_s,
+            "tpot_s": obs.tpot_s,
+            "output_tps": obs.output_tokens_per_s,
+            "gaps_s": obs.gaps_s,
+            "chunk_count": obs.chunk_count,
+            "bytes_received": obs.bytes_received,
+            "cost": record.cost,
+            "vars": record.vars,
+            "final": record.final,
+        }
+    )
 
 
 def check_values(
@@ -109,25 +113,27 @@ def check_values(
     suite: str,
     created_at: datetime,
 ) -> dict[str, Any]:
-    """Column values of the ``checkresult`` row for `record` (for core inserts)."""
+    """Column values of the ``checkresult`` row for `record` (for core inserts), scrubbed."""
     result = record.result
-    return {
-        "observation_id": observation_id,
-        "run_id": run_id,
-        "gateway": gateway,
-        "model": model,
-        "suite": suite,
-        "probe_id": record.probe_id,
-        "probe_hash": record.probe_hash,
-        "name": result.name,
-        "params": result.params,
-        "value": CheckValue(result.value).value,
-        "answer": result.answer,
-        "expected": result.expected,
-        "explanation": result.explanation,
-        "metadata": result.metadata,
-        "created_at": created_at,
-    }
+    return scrub_value(
+        {
+            "observation_id": observation_id,
+            "run_id": run_id,
+            "gateway": gateway,
+            "model": model,
+            "suite": suite,
+            "probe_id": record.probe_id,
+            "probe_hash": record.probe_hash,
+            "name": result.name,
+            "params": result.params,
+            "value": CheckValue(result.value).value,
+            "answer": result.answer,
+            "expected": result.expected,
+            "explanation": result.explanation,
+            "metadata": result.metadata,
+            "created_at": created_at,
+        }
+    )
 
 
 def to_observation(row: ObservationRow) -> Observation:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import SQLModel, col
 
 from aione_probe.errors import FailureKind
+from aione_probe.redact import scrub_value
 from aione_probe.store import rollup
 from aione_probe.store.baselines import parse_document, to_document
 from aione_probe.store.engine import WRITE_OPTION, make_engine, normalise_url
@@ -484,7 +485,10 @@ class Store:
     ) -> int:
         """Store one verdict (`kind` is a `VerdictKind` value); return its id.
 
-        `comparison` is set by authenticity verdicts only (see the table's docs)."""
+        `comparison` is set by authenticity verdicts only (see the table's docs).
+        `details` may quote a gateway (reconciliation keeps its dashboard's unknown fields):
+        it is scrubbed of secrets like every observation.
+        """
         values = {
             "kind": VerdictKind(kind).value,
             "gateway": gateway,
@@ -497,7 +501,7 @@ class Store:
             "alpha": alpha,
             "n": n,
             "baseline_id": baseline_id,
-            "details": details,
+            "details": scrub_value(details),
         }
         with self._write() as conn:
             return conn.execute(insert(Verdict).values(values).returning(Verdict.id)).scalar_one()
