@@ -27,9 +27,10 @@ How the numbers are made (stated in the README):
 2. **Per-run evidence.** Each target run is paired with the reference run of the same
    seed and scored by `aione_probe.fingerprint.evidence.run_evidence` (the function the
    analysis pass stores per run); the greedy tolerance comes from the reference's stored
-   history (its other runs in the pool). Mixture runs take each request's stored
-   response from the ``random`` pool with probability π and from ``self`` otherwise (what
-   a per-request router does), then are scored the same way.
+   history (the whole reference pool). Mixture runs take each request's stored response
+   from the ``random`` pool with probability π and the claimed model's stored response to
+   the same prompt otherwise (what a per-request router does), then are scored the same
+   way.
 3. **Audits.** An audit draws runs (seeds, without replacement) from the pool and feeds
    their e-values, in order, to the detector the service uses (`EDetector`, threshold
    from the configured budget). A budget of B target requests is the first ⌊B/14⌋ runs
@@ -346,10 +347,13 @@ def table(args: argparse.Namespace) -> None:
     cells = [*NULLS, "sysprompt", "random", "q2_k", "q8_0", *MIXES]
     for cell in cells:
         share = MIXES.get(cell)
-        base = "self" if share is not None else cell
+        base = cell
         seeds = sorted(evid.get(base, {}))
         if share is not None:
-            seeds = [s for s in seeds if s in pools["random"].runs]
+            # The honest requests of a mixture are the claimed model's stored answers to the
+            # same prompts: the reference pool's (the `self` pool matched them exactly on
+            # every warm greedy answer, see the README), so every reference seed is usable.
+            seeds = [s for s in sorted(ref.runs) if s in pools["random"].runs]
         if not seeds:
             continue
         n_audits = args.audits if cell in NULLS else max(40, args.audits // 2)
@@ -362,8 +366,7 @@ def table(args: argparse.Namespace) -> None:
                 toks = [pools[base].tokens[s] for s in chosen]
             else:
                 mixed = {
-                    s: mixed_run(pools["self"].runs[s], pools["random"].runs[s], share, rng)
-                    for s in chosen
+                    s: mixed_run(ref.runs[s], pools["random"].runs[s], share, rng) for s in chosen
                 }
                 evs = [_evidence(mixed[s], ref.runs[s], null, s) for s in chosen]
                 toks = [sum((o.prompt_tokens or 0) + (o.completion_tokens or 0)

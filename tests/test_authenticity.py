@@ -19,6 +19,7 @@ from aione_probe.analysis.stats import acat
 from aione_probe.config import AuthenticityConfig, Config, GatewayConfig, ReferencePair, SuiteConfig
 from aione_probe.errors import FailureKind
 from aione_probe.fingerprint.evidence import (
+    EvidenceSettings,
     greedy_null,
     run_evidence,
     share_estimate,
@@ -230,7 +231,7 @@ def test_a_swap_is_substituted_and_reevaluation_never_counts_a_run_twice(monitor
     assert overall.kind == "substituted" and overall.threshold > 1e5
     assert overall.budget["false_alarms_per_year"] == 0.04
     # The detector is rebuilt from the stored per-run log e-values alone.
-    bank = DetectorBank(ref.threshold, ("1.0", "0.3", "0.1"))
+    bank = DetectorBank(ref.threshold, tuple(str(s) for s in EvidenceSettings().mixtures))
     for run in ref.runs:
         bank.update_log(run["log_e_by_share"])
     assert bank.log_stat == pytest.approx(stat)

@@ -30,8 +30,10 @@ block's e-value is 1 − π + π·g, and the run's e-value is the product over i
 the tokenizer's (1 − 0.2 + 0.2·calibrated p). Blocks are separate requests on separate
 prompts; the product is an e-value when their p-values are independent and valid given
 the past, which the real-engine benchmark checks (`bench/authenticity_real.py`). One
-detector runs per π in `mixtures` (1, 0.3, 0.1: a full swap, heavy and light routing),
-each at a share of the false-alarm budget.
+detector runs per π in `mixtures`, each at a share of the false-alarm budget. π is a share
+of *blocks*: a block holds two warm requests, so routing 10 % of requests touches about
+19 % of blocks and 20 % about 36 %; (1, 0.4, 0.2) covers a full swap, heavy and light
+routing.
 
 **Substituted share.** A block is *implausible* when its smallest S falls at or below the
 reference's own `share_quantile` of sim(r, r'). With a the null rate of that event and F of
@@ -75,7 +77,7 @@ class EvidenceSettings:
     greedy probes' pairs are pooled); `share_level`: the share interval's confidence.
     """
 
-    mixtures: tuple[float, ...] = (1.0, 0.3, 0.1)
+    mixtures: tuple[float, ...] = (1.0, 0.4, 0.2)
     weight: float = 0.5
     min_null: int = 40
     share_level: float = 0.95
