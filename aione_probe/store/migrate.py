@@ -54,7 +54,8 @@ def _add_verdict_comparison(conn: Connection) -> None:
 
     Older authenticity rows packed it into ``suite`` (``reference:…``, ``baseline:<id>``);
     they move to the new column so a re-pinned baseline keeps one label."""
-    conn.execute(text("ALTER TABLE verdict ADD COLUMN comparison VARCHAR"))
+    if "comparison" not in {c["name"] for c in inspect(conn).get_columns("verdict")}:
+        conn.execute(text("ALTER TABLE verdict ADD COLUMN comparison VARCHAR"))
     conn.execute(
         text(
             "UPDATE verdict SET comparison = CASE WHEN suite LIKE 'baseline:%' THEN 'baseline' "
