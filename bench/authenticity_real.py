@@ -371,7 +371,7 @@ def table(args: argparse.Namespace) -> None:
                 evs = [_evidence(mixed[s], ref.runs[s], null, s) for s in chosen]
                 toks = [sum((o.prompt_tokens or 0) + (o.completion_tokens or 0)
                             for o in mixed[s]) for s in chosen]  # fmt: skip
-            verdicts = audit(evs, budget, sorted(set(checkpoints.values())))
+            verdicts = audit(evs, budget, sorted({min(c, k) for c in checkpoints.values()}))
             for b, c in checkpoints.items():
                 c = min(c, k)
                 est = share_estimate(evs[:c]) if share is not None else None
