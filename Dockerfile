@@ -4,7 +4,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY aione_probe ./aione_probe
-RUN pip install .
+RUN pip install ".[fleet]"
 COPY probes ./probes
 COPY examples ./examples
 RUN useradd --system --uid 10001 --home-dir /data aione && mkdir -p /data && chown aione /data

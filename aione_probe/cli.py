@@ -1,7 +1,7 @@
-"""Command line: check-config, run, serve, models, report, demo, baseline.
+"""Command line: check-config, run, serve, models, report, demo, baseline, fleet.
 
 Exit codes: 0 success (for `run`: every probe answered and every check passed), 1 some
-probe failed, 2 bad configuration or usage.
+probe failed, 2 bad configuration or usage, or the fleet's database is unreachable.
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ from rich.text import Text
 from aione_probe import __version__
 from aione_probe.analysis.authenticity import pin_baseline as pin_authenticity
 from aione_probe.analysis.run import drift_window
+from aione_probe.asyncstore import is_disconnect
 from aione_probe.config import Config, key_problems, load_config
 from aione_probe.errors import ConfigError, config_errors
 from aione_probe.estimate import daily_cost, estimate_suite
+from aione_probe.fleet import FleetDatabaseError
+from aione_probe.fleet.status import print_status
 from aione_probe.redact import install_log_redaction, printable
 from aione_probe.runner import RunSummary
 from aione_probe.service import Service, load_suites, write_report
@@ -64,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for line in str(exc).splitlines():
             err.print(f"config error {line}", markup=False, highlight=False)
+        return EXIT_CONFIG
+    except FleetDatabaseError as exc:
+        err.print(f"fleet error {exc}", markup=False, highlight=False)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -144,6 +150,12 @@ def _parser() -> argparse.ArgumentParser:
         "compared with every gateway that serves that model",
     )
 
+    fl = sub.add_parser("fleet", help="fleet mode: inspect the instances sharing the database")
+    fsub = fl.add_subparsers(dest="fleet_command", required=True)
+    sp = fsub.add_parser("status", help="instances (location, heartbeat, runs in flight), queue")
+    sp.set_defaults(func=_fleet_status)
+    _add_config(sp)
+
     sp = cmd("demo", _demo, "start the local gateway and the service with the demo config")
     sp.add_argument("--config", type=Path, default=Path("examples/demo.toml"))
     sp.add_argument("--once", action="store_true", help="one full cycle, write the report, exit")
@@ -179,6 +191,8 @@ def _check_config(args: argparse.Namespace) -> int:
         errors = key_problems(cfg)
     except ConfigError as exc:
         errors = [exc, *key_problems(cfg)]
+    if cfg.otel is not None:
+        errors += cfg.otel.header_problems(cfg.path)
     if errors:
         raise config_errors(errors)
     console.print(f"{path}: OK", highlight=False)
@@ -218,6 +232,13 @@ def _check_config(args: argparse.Namespace) -> int:
     for (gw_name, model), cost in sorted(totals.items()):
         console.print(
             f"  {gw_name}/{model}: about {cost:.2f} {cfg.budget.currency}/day at the price table",
+            highlight=False,
+        )
+    if cfg.otel is not None:
+        headers = ", ".join(f"{h}=${e}" for h, e in cfg.otel.headers_env.items()) or "none"
+        console.print(
+            f"  otel: {cfg.otel.endpoint} every {cfg.otel.interval:g}s, headers {headers}, "
+            f"traces {'on' if cfg.otel.traces else 'off'}",
             highlight=False,
         )
     cap = cfg.budget.daily_cap
@@ -377,6 +398,8 @@ def _reloader(path: Path, pending: list[Config], stop: asyncio.Event) -> Callabl
         try:
             new = load_config(path)
             load_suites(new)
+            if new.otel is not None:
+                new.otel.headers(new.path)  # a variable that is not set keeps the old config
         except ConfigError as exc:
             log.error("reload failed, keeping the last good config: %s", exc)
             return
@@ -429,6 +452,23 @@ def _demo(args: argparse.Namespace) -> int:
     from aione_probe.demo import run_demo
 
     return run_demo(args.config, once=args.once)
+
+
+# --------------------------------------------------------------------------- fleet
+def _fleet_status(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if cfg.fleet is None:
+        raise ConfigError(str(cfg.path), "fleet", "no [fleet] section: not a fleet config")
+    store = Store(cfg.storage_url())
+    try:
+        print_status(store, cfg.fleet, console)
+    except Exception as exc:
+        if not is_disconnect(exc):
+            raise
+        raise FleetDatabaseError(f"fleet database {store.url} is unreachable") from None
+    finally:
+        store.close()
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- baselines

@@ -14,6 +14,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -275,6 +276,45 @@ class Storage(_Model):
     url: str = DEFAULT_STORAGE_URL
 
 
+class FleetConfig(_Model):
+    """Fleet mode: several instances share one PostgreSQL database, grouped by location.
+
+    Every instance with the same `location` shares that location's work; each location
+    runs every job. `url` is the PostgreSQL database of both the work queue (Procrastinate)
+    and the store. `instance` names this process in `fleet status` (default: host-pid).
+    An instance whose last heartbeat is older than `stalled_after` is presumed lost: its
+    runs in flight are recorded as interrupted.
+    """
+
+    url: str
+    location: str
+    instance: str | None = None
+    concurrency: int = Field(default=200, ge=1, le=10_000)
+    heartbeat: Duration = 5.0
+    stalled_after: Duration = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, v: str) -> str:
+        if not v.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ValueError("must be a postgresql:// URL (fleet mode needs PostgreSQL)")
+        return v
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, v: str) -> str:
+        # A metric label value: short and from a small alphabet keeps its cardinality bounded.
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", v):
+            raise ValueError("must be 1-32 characters of a-z, 0-9, '-' or '_' (e.g. eu-west)")
+        return v
+
+    @model_validator(mode="after")
+    def _timing(self) -> FleetConfig:
+        if self.heartbeat <= 0 or self.stalled_after < 2 * self.heartbeat:
+            raise ValueError("stalled_after must be at least twice heartbeat (and heartbeat > 0)")
+        return self
+
+
 class Server(_Model):
     """The HTTP endpoint for /metrics, /healthz and the latest report."""
 
@@ -356,6 +396,86 @@ class DriftConfig(_Model):
     auto_baseline_runs: int = Field(default=72, ge=1)
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class OtelConfig(_Model):
+    """OpenTelemetry export of every observation (OTLP over HTTP/protobuf); off when absent.
+
+    `endpoint` is the collector's base URL (``http://collector:4318``); ``/v1/metrics`` and
+    ``/v1/traces`` are appended. Header values come only from the environment
+    (`headers_env` maps a header name to the variable holding its value), so a
+    collector's token is never written in the config file.
+    """
+
+    endpoint: str
+    headers_env: dict[str, str] = {}
+    interval: Duration = 60.0
+    timeout: Duration = 10.0
+    traces: bool = True
+    service_name: str = "aione-probe"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must start with http:// or https:// and name a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials: put them in headers_env")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        v = v.rstrip("/")
+        if v.endswith(("/v1/metrics", "/v1/traces")):
+            raise ValueError("give the base URL: /v1/metrics and /v1/traces are appended")
+        return v
+
+    @field_validator("headers_env")
+    @classmethod
+    def _headers_env(cls, v: dict[str, str]) -> dict[str, str]:
+        for header, env in v.items():
+            if not _HEADER_NAME.match(header):
+                raise ValueError(f"{header!r} is not an HTTP header name")
+            if not _ENV_NAME.match(env):
+                raise ValueError(f"{header}: {env!r} is not an environment variable name")
+        return v
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        if v < 1:
+            raise ValueError("must be at least 1 second")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than zero")
+        return v
+
+    def header_problems(self, source: Path) -> list[ConfigError]:
+        """Every header variable that is not set now (`check-config` lists them all)."""
+        return [
+            ConfigError(
+                str(source), f"otel.headers_env.{header}", f"environment variable {env} is not set"
+            )
+            for header, env in self.headers_env.items()
+            if not os.environ.get(env, "").strip()
+        ]
+
+    def headers(self, source: Path) -> dict[str, str]:
+        """The export headers, read now from the environment.
+
+        Raises:
+            ConfigError: a named variable is not set (naming `source` and the key).
+        """
+        if problems := self.header_problems(source):
+            raise config_errors(problems)
+        return {header: os.environ[env].strip() for header, env in self.headers_env.items()}
+
+
 _TargetRatio = Annotated[float, Field(gt=0, le=1)]
 
 
@@ -415,11 +535,13 @@ class Config(_Model):
     pricing: dict[str, PriceConfig] = {}
     budget: Budget = Budget()
     storage: Storage = Storage()
+    fleet: FleetConfig | None = None
     server: Server = Server()
     reports: Reports = Reports()
     authenticity: AuthenticityConfig = AuthenticityConfig()
     drift: DriftConfig = DriftConfig()
     slos: list[SloConfig] = []
+    otel: OtelConfig | None = None
 
     @model_validator(mode="after")
     def _cross_refs(self) -> Config:
@@ -443,6 +565,18 @@ class Config(_Model):
         for g in self.budget.per_gateway:
             if g not in names:
                 raise ValueError(f"budget.per_gateway names unknown gateway {g!r}")
+        if self.fleet is not None:
+            if self.storage.url not in (DEFAULT_STORAGE_URL, self.fleet.url):
+                raise ValueError(
+                    "fleet mode stores in the fleet's database: drop storage.url or set it "
+                    "to fleet.url"
+                )
+            for i, s in enumerate(self.suites):
+                if s.interval is not None and slot_cron(s.interval) is None:
+                    raise ValueError(
+                        f"suites[{i}].interval {s.interval:g}s: in fleet mode an interval "
+                        "must divide a minute, an hour or a day (slots are cron-aligned)"
+                    )
         for i, r in enumerate(self.authenticity.references):
             for g in (r.gateway, r.reference_gateway):
                 if g not in names:
@@ -488,12 +622,33 @@ class Config(_Model):
         return beside if beside.exists() else self.resolve(self.probes_dir) / path
 
     def storage_url(self) -> str:
-        """The storage URL with a relative SQLite path made relative to the config file."""
+        """The storage URL with a relative SQLite path made relative to the config file.
+
+        In fleet mode it is the fleet's PostgreSQL database.
+        """
+        if self.fleet is not None:
+            return self.fleet.url
         url = self.storage.url
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
             return prefix + str(self.resolve(url[len(prefix) :]))
         return url
+
+
+def slot_cron(interval_s: float) -> str | None:
+    """A cron line (six fields, seconds last) firing every `interval_s` on epoch-aligned
+    slots, or None when no cron line can (an interval that divides no minute, hour or day).
+    """
+    n = int(interval_s)
+    if n != interval_s or n < 1:
+        return None
+    if n < 60 and 60 % n == 0:
+        return f"* * * * * */{n}"
+    if n % 60 == 0 and n < 3600 and 3600 % n == 0:
+        return f"*/{n // 60} * * * * 0"
+    if n % 3600 == 0 and n <= 86400 and 86400 % n == 0:
+        return "0 0 * * * 0" if n == 86400 else f"0 */{n // 3600} * * * 0"
+    return None
 
 
 def _read_secret(env: str | None, file: Path | None) -> str | None:

@@ -80,11 +80,16 @@ def estimate_suite(sc: SuiteConfig, suite: Suite) -> SuiteEstimate:
     return SuiteEstimate(sc.job_name, requests, prompt, completion, runs_per_day(sc))
 
 
-def daily_cost(cfg: Config, est: SuiteEstimate, model: str) -> float | None:
-    """Estimated money per day for one model, or None without a price."""
+def run_cost(cfg: Config, est: SuiteEstimate, model: str) -> float | None:
+    """Estimated money of one run for one model, or None without a price."""
     price = cfg.price_for(model)
     if price is None:
         return None
-    prompt = est.prompt_tokens_per_run * est.runs_per_day
-    completion = est.completion_tokens_per_run * est.runs_per_day
+    prompt, completion = est.prompt_tokens_per_run, est.completion_tokens_per_run
     return (prompt * price.input + completion * price.output) / 1_000_000
+
+
+def daily_cost(cfg: Config, est: SuiteEstimate, model: str) -> float | None:
+    """Estimated money per day for one model, or None without a price."""
+    per_run = run_cost(cfg, est, model)
+    return None if per_run is None else per_run * est.runs_per_day

@@ -356,6 +356,8 @@ class ProbeMetrics:
         self._sink: Sink | None = None
         self._capped: set[str] = set()
         self._build: Labels | None = None
+        self.location: str | None = None
+        """Fleet mode: this instance's location (store-derived run gauges are per location)."""
         self._objectives: dict[Labels, Objectives] = {}
         self._declared: list[_Job] = []
         self._live = _instruments(self.registry)
@@ -554,12 +556,14 @@ class ProbeMetrics:
     def refresh(self, store: Any) -> None:
         """Rebuild the store-derived gauges from `store` (call from a worker thread).
 
-        `store` needs ``latest_verdicts(kind=None)`` and ``last_runs()``. The new snapshot
-        replaces the old one in one step; scrapes only ever read memory.
+        `store` needs ``latest_verdicts(kind=None)`` and ``last_runs(location=)``. The new
+        snapshot replaces the old one in one step; scrapes only ever read memory. In fleet
+        mode (`location` set) last runs are this location's: the exposition labels them so.
         """
         verdicts = _verdict_samples(store.latest_verdicts())
         runs = []
-        for row in store.last_runs():
+        last = store.last_runs(location=self.location) if self.location else store.last_runs()
+        for row in last:
             when = row.finished_at or row.started_at
             if row.status in RUN_STATUSES and when is not None:
                 runs.append(((row.gateway, row.model, row.suite or ""), row.status, _unix(when)))

@@ -15,6 +15,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from aione_probe.asyncstore import AsyncStore
 from aione_probe.checks import CheckContext, run_checks, run_group_checks
@@ -28,6 +29,9 @@ from aione_probe.metrics import ProbeMetrics
 from aione_probe.store import CheckRecord, ObservationRecord, Store
 from aione_probe.suites import Probe, ProbeInstance, Suite
 from aione_probe.types import ChatRequest, CheckResult, CheckValue, Observation, utcnow
+
+if TYPE_CHECKING:  # the `otel` extra is optional
+    from aione_probe.otel import OtelExporter
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +155,7 @@ async def run_suite(
     client: GatewayClient,
     astore: AsyncStore,
     metrics: ProbeMetrics | None = None,
+    otel: OtelExporter | None = None,
     price: Price | None = None,
     seed: int | None = None,
     scheduled: bool = False,
@@ -159,25 +164,46 @@ async def run_suite(
     suite_name: str | None = None,
     progress: ProgressFn | None = None,
     listed_models: tuple[str, ...] | None = None,
+    run_id: int | None = None,
+    location: str | None = None,
 ) -> RunSummary:
     """Run `suite` once against `target` and store everything it observed.
 
     Gateway behaviour never raises out of here: failures are observations. Cancellation
     (shutdown) stores what was observed so far with status ``failed`` and reason
-    ``interrupted``, then re-raises.
+    ``interrupted``, then re-raises. `run_id` is a run already recorded as ``running``
+    (fleet mode claims its slot first); without it the run is recorded here, in
+    `location` (fleet mode's manual runs).
     """
     name = suite_name or suite.id
     seed = new_seed() if seed is None else seed
     instances = suite.expand(seed, cheap_only=cheap_only)
     if not instances:
         reason = "no probe selected (cheap_only on a suite without cheap probes)"
-        run_id = await astore.call(
-            Store.record_skipped_run, target.gateway, target.model, name, suite.version, reason
-        )
+        if run_id is not None:
+            await astore.call(Store.finish_run, run_id, "skipped", reason, [], [])
+        else:
+            run_id = await astore.call(
+                Store.record_skipped_run,
+                target.gateway,
+                target.model,
+                name,
+                suite.version,
+                reason,
+                location=location,
+            )
         return RunSummary(run_id, target, name, "skipped", reason)
-    run_id = await astore.call(
-        Store.start_run, target.gateway, target.model, name, suite.version, seed, scheduled
-    )
+    if run_id is None:
+        run_id = await astore.call(
+            Store.start_run,
+            target.gateway,
+            target.model,
+            name,
+            suite.version,
+            seed,
+            scheduled,
+            location=location,
+        )
     budget = _Budget(budget_left)
     outcomes: list[_ProbeOutcome] = []
     reason = ""
@@ -191,17 +217,18 @@ async def run_suite(
             context,
             budget,
             metrics,
+            otel,
             name,
             progress,
         ):
             outcomes.extend(group)
     except asyncio.CancelledError:
         reason = "interrupted by shutdown"
-        await _write(astore, run_id, target, name, outcomes, reason, metrics, final=True)
+        await _write(astore, run_id, target, name, outcomes, reason, metrics, otel, final=True)
         raise
     if budget.exhausted and sum(len(o.attempts) for o in outcomes) < len(instances):
         reason = "spend cap reached during the run"
-    return await _write(astore, run_id, target, name, outcomes, reason, metrics)
+    return await _write(astore, run_id, target, name, outcomes, reason, metrics, otel)
 
 
 @dataclass(frozen=True)
@@ -238,6 +265,7 @@ async def _run_groups(
     context: _Context,
     budget: _Budget,
     metrics: ProbeMetrics | None,
+    otel: OtelExporter | None,
     suite_name: str,
     progress: ProgressFn | None,
 ) -> list[list[_ProbeOutcome]]:
@@ -248,8 +276,14 @@ async def _run_groups(
             budget.spend(cost)
             if metrics is not None:
                 metrics.observe(obs, suite=suite_name, cost=cost)
+            if otel is not None:
+                otel.observe(
+                    obs, request=request, suite=suite_name, probe_id=inst.probe.id, cost=cost
+                )
         if metrics is not None:
             metrics.observe_request(attempts[-1])
+        if otel is not None:
+            otel.observe_request(attempts[-1], suite=suite_name)
         return _ProbeOutcome(inst, attempts, costs, [])
 
     meter = _EchoMeter(target.model, send)
@@ -269,6 +303,8 @@ async def _run_groups(
         outcome.checks = run_checks(inst, final, ctx, suite.default_checks)
         if metrics is not None:
             metrics.observe_checks(target.gateway, target.model, suite_name, outcome.checks)
+        if otel is not None:
+            otel.observe_checks(target.gateway, target.model, suite_name, outcome.checks)
         if progress is not None:
             progress(1)
         return outcome
@@ -283,6 +319,8 @@ async def _run_groups(
                 done[-1].group_checks = extra
                 if metrics is not None:
                     metrics.observe_checks(target.gateway, target.model, suite_name, extra)
+                if otel is not None:
+                    otel.observe_checks(target.gateway, target.model, suite_name, extra)
             return done
         results = await asyncio.gather(*(one(i) for i in insts))
         return [o for o in results if o is not None]
@@ -298,6 +336,7 @@ async def _write(
     outcomes: list[_ProbeOutcome],
     reason: str,
     metrics: ProbeMetrics | None,
+    otel: OtelExporter | None,
     *,
     final: bool = False,
 ) -> RunSummary:
@@ -358,6 +397,8 @@ async def _write(
     summary.cost = sum(r.cost or 0.0 for r in obs_records)
     if metrics is not None:
         metrics.run_finished(target.gateway, target.model, suite_name, summary.status, utcnow())
+    if otel is not None:
+        otel.run_finished(target.gateway, target.model, suite_name, summary.status)
     log.info(
         "run %s %s/%s suite=%s status=%s requests=%d failed=%d",
         run_id,

@@ -60,8 +60,17 @@ class MetricsProcess:
         'http://127.0.0.1:54321'
     """
 
-    def __init__(self, host: str, port: int, metrics: ProbeMetrics, reports_dir: Path) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: ProbeMetrics,
+        reports_dir: Path,
+        *,
+        location: str | None = None,
+    ) -> None:
         self._address = (host, port)
+        self._location = location
         self._metrics = metrics
         self._reports_dir = reports_dir
         self._messages: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
@@ -86,7 +95,7 @@ class MetricsProcess:
             self._metrics.share(self._dir, self._messages.put)
             host, port = self._address
             cmd = [sys.executable, "-m", "aione_probe.server", host, str(port), str(self._dir),
-                   str(self._reports_dir)]  # fmt: skip
+                   str(self._reports_dir), self._location or ""]  # fmt: skip
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             assert self._proc.stdin is not None and self._proc.stdout is not None
             self.url = self._proc.stdout.readline().decode().strip()
@@ -152,8 +161,10 @@ class MetricsServer:
         registry: CollectorRegistry,
         health: HealthFn,
         reports_dir: Path,
+        *,
+        location: str | None = None,
     ) -> None:
-        handler = _make_handler(registry, health, reports_dir.resolve())
+        handler = _make_handler(registry, health, reports_dir.resolve(), location)
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
@@ -194,8 +205,11 @@ class _Exposition:
     the GIL in between, and scrapes arriving within `min_interval_s` of a render share it.
     """
 
-    def __init__(self, registry: CollectorRegistry, min_interval_s: float) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, min_interval_s: float, location: str | None = None
+    ) -> None:
         self._registry = registry
+        self._location = location
         self._min_interval_s = min_interval_s
         self._lock = threading.Lock()
         self._bodies: dict[str, tuple[float, bytes]] = {}
@@ -207,6 +221,8 @@ class _Exposition:
                 return cached[1]
             parts = []
             for family in self._registry.collect():
+                if self._location:
+                    _add_label(family, "location", self._location)
                 parts.append(encoder(_Family(family)).removesuffix(_EOF))
                 time.sleep(0)  # releases the GIL: the probe loop's thread may run
             if content_type.startswith("application/openmetrics-text"):
@@ -214,6 +230,12 @@ class _Exposition:
             body = b"".join(parts)
             self._bodies[content_type] = (time.monotonic(), body)
             return body
+
+
+def _add_label(family: Metric, name: str, value: str) -> None:
+    """Give every sample of `family` the label ``name=value`` (fleet mode's ``location``:
+    one value per instance, so the label adds no series within an instance)."""
+    family.samples = [s._replace(labels={**s.labels, name: value}) for s in family.samples]
 
 
 _EOF = b"# EOF\n"  # OpenMetrics ends the exposition (each one-family rendering) with it
@@ -234,9 +256,9 @@ def report_csp(body: bytes) -> str:
 
 
 def _make_handler(
-    registry: CollectorRegistry, health: HealthFn, reports_dir: Path
+    registry: CollectorRegistry, health: HealthFn, reports_dir: Path, location: str | None
 ) -> type[BaseHTTPRequestHandler]:
-    exposition = _Exposition(registry, METRICS_MIN_INTERVAL_S)
+    exposition = _Exposition(registry, METRICS_MIN_INTERVAL_S, location)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "aione-probe"
@@ -286,7 +308,9 @@ def _make_handler(
     return Handler
 
 
-def serve_child(host: str, port: int, directory: Path, reports_dir: Path) -> None:
+def serve_child(
+    host: str, port: int, directory: Path, reports_dir: Path, location: str | None = None
+) -> None:
     """The child process of `MetricsProcess`: serve until stdin closes, then remove `directory`.
 
     It ignores SIGINT and SIGTERM (a Ctrl-C or a stop signal reaches the whole process
@@ -301,7 +325,7 @@ def serve_child(host: str, port: int, directory: Path, reports_dir: Path) -> Non
     MultiProcessCollector(registry, path=str(directory))
     registry.register(SnapshotCollector(snapshot))
     health: list[dict[str, Any]] = [{"status": "starting"}]
-    server = MetricsServer(host, port, registry, lambda: health[0], reports_dir)
+    server = MetricsServer(host, port, registry, lambda: health[0], reports_dir, location=location)
     server.start()
     sys.stdout.write(server.url + "\n")
     sys.stdout.flush()
@@ -320,4 +344,5 @@ def serve_child(host: str, port: int, directory: Path, reports_dir: Path) -> Non
 
 
 if __name__ == "__main__":
-    serve_child(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+    where = sys.argv[5] if len(sys.argv) > 5 else ""
+    serve_child(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), where or None)

@@ -21,16 +21,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from aione_probe import __version__
 from aione_probe.analysis.run import analyse
-from aione_probe.asyncstore import AsyncStore
+from aione_probe.asyncstore import AsyncStore, is_disconnect
 from aione_probe.config import Config, GatewayConfig, SuiteConfig, key_problems
 from aione_probe.errors import ConfigError, GatewayError, config_errors
-from aione_probe.estimate import runs_per_day
+from aione_probe.estimate import estimate_suite, run_cost, runs_per_day
+from aione_probe.fleet import FleetDatabaseError
+from aione_probe.fleet.slots import slot_length_s, slot_time
 from aione_probe.gateway import GatewayClient
 from aione_probe.metrics import ProbeMetrics
 from aione_probe.reconcile import reconcile_gateway
@@ -39,8 +41,13 @@ from aione_probe.runner import RunSummary, Target, run_suite
 from aione_probe.scheduler import ProbeScheduler
 from aione_probe.server import MetricsProcess
 from aione_probe.store import Store
+from aione_probe.store import fleet as fleetdb
 from aione_probe.suites import Suite, load_suite
 from aione_probe.types import utcnow
+
+if TYPE_CHECKING:  # the `otel` extra is optional; fleet mode imports Procrastinate
+    from aione_probe.fleet.worker import FleetMember
+    from aione_probe.otel import OtelExporter
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +102,13 @@ class Service:
         self.suites = load_suites(cfg)
         self.store = Store(cfg.storage_url())
         self.astore = AsyncStore(self.store)
+        self.location = cfg.fleet.location if cfg.fleet is not None else None
+        """Fleet mode: this instance's location (None for a single instance)."""
+        self.fleet: FleetMember | None = None
         self.metrics = metrics or ProbeMetrics()
         self.metrics.set_build_info(__version__)
+        self.metrics.location = self.location
+        self.otel = open_otel(cfg)
         factory = transport_factory or (lambda _gw: None)
         self.clients = {g.name: GatewayClient(g, transport=factory(g)) for g in cfg.gateways}
         self.models: dict[str, list[str]] = {}
@@ -109,6 +121,8 @@ class Service:
         self._seed_salt = secrets.token_bytes(16)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._scheduler: ProbeScheduler | None = None
+        self._fleet_running = False
+        self._n_jobs = 0
         #: Grace for runs in progress when `serve` stops; `interrupt()` shortens it.
         self.drain_s = DRAIN_S
         # How late the health heartbeat woke, last minute of beats (event-loop lag).
@@ -116,11 +130,30 @@ class Service:
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Migrate the store, recover interrupted runs and resolve each gateway's models."""
-        await self.astore.call(Store.migrate)
-        n = await self.astore.call(Store.mark_interrupted_runs, "service stopped during the run")
-        if n:
-            log.warning("marked %d interrupted run(s) from a previous process", n)
+        """Migrate the store, recover interrupted runs and resolve each gateway's models.
+
+        In fleet mode runs of other processes are the fleet's to recover (`serve` joins).
+
+        Raises:
+            FleetDatabaseError: the fleet's PostgreSQL cannot be reached.
+        """
+        if self.cfg.fleet is not None:
+            try:
+                await self.astore.call(Store.migrate)
+            except Exception as exc:
+                if not is_disconnect(exc):
+                    raise
+                reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                raise FleetDatabaseError(
+                    f"fleet database {self.store.url} is unreachable: {reason}"
+                ) from None
+        else:
+            await self.astore.call(Store.migrate)
+            n = await self.astore.call(
+                Store.mark_interrupted_runs, "service stopped during the run"
+            )
+            if n:
+                log.warning("marked %d interrupted run(s) from a previous process", n)
         for problem in key_problems(self.cfg):
             log.error("%s; no request is sent to this gateway (recorded as auth)", problem)
         for gw in self.cfg.gateways:
@@ -148,10 +181,24 @@ class Service:
                 objectives=self.cfg.objectives_for(t.gateway, t.model),
             )
 
+    async def _join_fleet(self) -> None:
+        """Fleet mode: join the fleet (`serve` only: one-shot runs are not members)."""
+        assert self.cfg.fleet is not None
+        # Imported here: the engine needs psycopg and libpq, single instances do not.
+        from aione_probe.fleet.worker import FleetMember
+
+        self.fleet = FleetMember(self, self.cfg.fleet)
+        await self.fleet.join()
+        # From here on a lost database is waited out, not fatal.
+        self.astore.retry_disconnects = True
+
     async def aclose(self) -> None:
         """Close clients and the store thread."""
         for client in self.clients.values():
             await client.aclose()
+        if self.otel is not None:
+            # Flushes what is pending (a one-shot `run` exports before it exits).
+            await asyncio.to_thread(self.otel.shutdown)
         self.astore.close()
 
     async def _resolve_models(self, gw: GatewayConfig) -> list[str]:
@@ -230,6 +277,7 @@ class Service:
             client=self.clients[gw],
             astore=self.astore,
             metrics=self.metrics,
+            otel=self.otel,
             price=self.cfg.price_for(job.target.model),
             seed=self.seed_for(job.suite) if seed is None else seed,
             scheduled=scheduled,
@@ -238,6 +286,7 @@ class Service:
             suite_name=job.suite.job_name,
             progress=progress,
             listed_models=self.listed.get(gw),
+            location=self.location,
         )
         self.metrics.set_spend(gw, spent + summary.cost, cap)
         return summary
@@ -246,10 +295,84 @@ class Service:
         suite = self.suites[job.suite.job_name]
         t = job.target
         await self.astore.call(
-            Store.record_skipped_run, t.gateway, t.model, job.suite.job_name, suite.version, reason
+            Store.record_skipped_run,
+            t.gateway,
+            t.model,
+            job.suite.job_name,
+            suite.version,
+            reason,
+            location=self.location,
         )
         self.metrics.run_finished(t.gateway, t.model, job.suite.job_name, "skipped", utcnow())
+        if self.otel is not None:
+            self.otel.run_finished(t.gateway, t.model, job.suite.job_name, "skipped")
         log.warning("skipped %s on %s/%s: %s", job.suite.job_name, t.gateway, t.model, reason)
+
+    def track(self, task: asyncio.Future[Any]) -> None:
+        """Count `task` as a run in progress (drained at shutdown, shown in /healthz)."""
+        self._inflight.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._inflight.discard)
+
+    def reservation(self, job: Job) -> float:
+        """Money a run of `job` holds against the fleet's spend cap while it runs: the
+        offline estimate of `estimate_suite` with 25% headroom; the run itself stops
+        sending once it has spent that much."""
+        est = estimate_suite(job.suite, self.suites[job.suite.job_name])
+        cost = run_cost(self.cfg, est, job.target.model)
+        return 0.0 if cost is None else 1.25 * cost
+
+    async def claim_and_run(
+        self, job: Job, slot_ts: float, *, member: FleetMember, skip_reason: str = ""
+    ) -> RunSummary | None:
+        """Fleet mode: claim one schedule slot of `job` for this location, then run it.
+
+        Nothing happens when the location already has a run for the slot. A slot that
+        starts after it ended (the location had no free worker) or that `skip_reason`
+        names is recorded as a skipped run.
+        """
+        sc, t = job.suite, job.target
+        suite = self.suites[sc.job_name]
+        late = time.time() - slot_ts - sc.jitter
+        if not skip_reason and late > slot_length_s(sc, slot_ts):
+            skip_reason = f"started {late:.0f}s after its slot: no free instance in time"
+        assert self.location is not None
+        cap = self.cfg.budget.cap_for(t.gateway)
+        req = fleetdb.SlotRequest(
+            gateway=t.gateway,
+            model=t.model,
+            suite=sc.job_name,
+            suite_version=suite.version,
+            seed=self.seed_for(sc, slot_ts),
+            location=self.location,
+            instance=member.name,
+            slot_at=slot_time(slot_ts),
+            cap=cap,
+            estimate=self.reservation(job),
+            currency=self.cfg.budget.currency,
+            skip_reason=skip_reason,
+        )
+        claim = await self.astore.call(fleetdb.claim_slot, req, live_since=member.live_since())
+        if claim.outcome is fleetdb.ClaimOutcome.duplicate:
+            return None
+        if claim.outcome is fleetdb.ClaimOutcome.skipped:
+            self.metrics.run_finished(t.gateway, t.model, sc.job_name, "skipped", utcnow())
+            log.warning("skipped %s on %s/%s: %s", sc.job_name, t.gateway, t.model, claim.reason)
+            return None
+        return await run_suite(
+            t,
+            suite,
+            client=self.clients[t.gateway],
+            astore=self.astore,
+            metrics=self.metrics,
+            price=self.cfg.price_for(t.model),
+            seed=req.seed,
+            scheduled=True,
+            cheap_only=sc.cheap_only,
+            budget_left=None if cap is None else req.estimate,
+            suite_name=sc.job_name,
+            listed_models=self.listed.get(t.gateway),
+            run_id=claim.run_id,
+        )
 
     async def run_once(
         self,
@@ -283,16 +406,25 @@ class Service:
         )
 
     # ----------------------------------------------------------------- analysis and outputs
-    async def analyse_and_report(self) -> Path | None:
-        """Recompute verdicts, refresh store-derived metrics and write the report."""
-        cfg = self.cfg
-        await self.astore.call(analyse, cfg)
-        for gw in cfg.gateways:
+    async def analyse(self) -> None:
+        """Recompute verdicts (drift, authenticity, cross-protocol, reconciliation)."""
+        await self.astore.call(analyse, self.cfg)
+        for gw in self.cfg.gateways:
             if gw.management is not None:
                 try:
                     await reconcile_gateway(gw, self.astore)
                 except Exception:
                     log.exception("reconciliation of %s failed", gw.name)
+
+    async def analyse_and_report(self, *, analysis: bool = True) -> Path | None:
+        """Recompute verdicts, refresh store-derived metrics and write the report.
+
+        With `analysis` False only the metrics and the report (fleet mode: verdicts are
+        computed once per fleet by a Procrastinate periodic job, see `FleetMember`).
+        """
+        cfg = self.cfg
+        if analysis:
+            await self.analyse()
         await self.astore.call(self.metrics.refresh)
         until = utcnow()
         since = until - timedelta(seconds=cfg.reports.period)
@@ -300,13 +432,21 @@ class Service:
         return await self.astore.call(write_report, since, until, out)
 
     def health(self) -> dict[str, Any]:
-        """The /healthz body: ok while the scheduler runs."""
-        running = self._scheduler is not None
+        """The /healthz body: ok while the scheduler runs (in fleet mode: and the fleet's
+        database answers; ``unhealthy`` while it does not)."""
+        running = self._scheduler is not None or self._fleet_running
+        status = "ok" if running else "starting"
+        extra: dict[str, Any] = {}
+        if self.fleet is not None:
+            extra["fleet"] = self.fleet.health()
+            if running and not self.fleet.healthy:
+                status = "unhealthy"
         return {
-            "status": "ok" if running else "starting",
+            **extra,
+            "status": status,
             "version": __version__,
             "uptime_seconds": round(time.monotonic() - self._started, 1),
-            "jobs": len(self._scheduler.job_ids) if self._scheduler else 0,
+            "jobs": self._n_jobs if running else 0,
             "runs_in_progress": len(self._inflight),
             "discovery_errors": sorted(self.discovery_errors),
             "loop_lag_max_ms": round(max(self._lag_s, default=0.0) * 1000, 2),
@@ -322,15 +462,24 @@ class Service:
         """Schedule every job and serve HTTP until `stop` is set, then drain and return.
 
         Runs in progress get `drain_s` seconds (read when `stop` is set) to finish; then
-        they are cancelled, store what they observed and are marked interrupted.
+        they are cancelled, store what they observed and are marked interrupted. In fleet
+        mode the instance first joins the fleet; the fleet's queue replaces the local
+        scheduler.
+
+        Raises:
+            ConfigError: fleet mode, and a live instance of the fleet runs a different config.
         """
+        if self.cfg.fleet is not None:
+            await self._join_fleet()
         server = MetricsProcess(
             self.cfg.server.host,
             self.cfg.server.port,
             self.metrics,
             self.cfg.resolve(self.cfg.reports.dir),
+            location=self.location,
         )
         by_key = {(j.suite.job_name, j.target.gateway, j.target.model): j for j in self.plan()}
+        self._n_jobs = len(by_key)
 
         async def fire(sc: SuiteConfig, gateway: str, model: str) -> None:
             task = asyncio.current_task()
@@ -348,11 +497,20 @@ class Service:
 
         # Started before the scheduler: the instruments must be shared before any attempt.
         server.start()
-        scheduler = ProbeScheduler(fire, skipped)
-        for job in by_key.values():
-            scheduler.add(job.suite, job.target.gateway, job.target.model)
-        scheduler.start()
-        self._scheduler = scheduler
+        scheduler: ProbeScheduler | None = None
+        fleet_stop = asyncio.Event()
+        fleet_task: asyncio.Task[None] | None = None
+        if self.fleet is not None:
+            fleet_task = asyncio.create_task(
+                self.fleet.run(fleet_stop, list(by_key.values()), analysis_interval_s)
+            )
+            self._fleet_running = True
+        else:
+            scheduler = ProbeScheduler(fire, skipped)
+            for job in by_key.values():
+                scheduler.add(job.suite, job.target.gateway, job.target.model)
+            scheduler.start()
+            self._scheduler = scheduler
         heartbeat = asyncio.create_task(self._publish_health(server))
         # The store's worker thread (analysis, report rendering) shares the GIL with the loop
         # that times probes: a shorter switch interval bounds how long it can hold it, and
@@ -361,7 +519,7 @@ class Service:
         gc.freeze()
         if on_ready is not None:
             on_ready(server.url)
-        log.info("serving on %s with %d jobs", server.url, len(scheduler.job_ids))
+        log.info("serving on %s with %d jobs", server.url, len(by_key))
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -369,18 +527,29 @@ class Service:
                 if stop.is_set():
                     break  # the caller writes the last report after the drain, if any
                 try:
-                    await self.analyse_and_report()
+                    await self.analyse_and_report(analysis=self.fleet is None)
                 except Exception:
                     log.exception("analysis or report failed; the service keeps running")
         finally:
             # Pause first: the scheduler's shutdown cancels the runs it started, and runs
             # in progress should get the grace period to finish and store what they saw.
-            scheduler.pause()
+            if scheduler is not None:
+                scheduler.pause()
+            if fleet_task is not None:
+                fleet_stop.set()
+                await fleet_task
             await self._drain(self.drain_s)
-            scheduler.shutdown()
-            n = await self.astore.call(Store.mark_interrupted_runs, "interrupted by shutdown")
+            if scheduler is not None:
+                scheduler.shutdown()
+            mine = self.fleet.name if self.fleet is not None else None
+            n = await self.astore.call(
+                Store.mark_interrupted_runs, "interrupted by shutdown", instance=mine
+            )
             if n:
                 log.warning("marked %d run(s) interrupted by shutdown", n)
+            if self.fleet is not None:
+                await self.fleet.leave()
+            self._fleet_running = False
             heartbeat.cancel()
             server.stop()
             self._scheduler = None
@@ -416,6 +585,30 @@ class Service:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def open_otel(cfg: Config) -> OtelExporter | None:
+    """The OpenTelemetry exporter of `cfg`, or None when `[otel]` is absent.
+
+    Raises:
+        ConfigError: a header variable is not set, or the `otel` extra is not installed.
+    """
+    if cfg.otel is None:
+        return None
+    headers = cfg.otel.headers(cfg.path)
+    try:
+        from aione_probe.otel import OtelExporter
+    except ImportError as exc:
+        raise ConfigError(
+            str(cfg.path), "otel", f"needs the otel extra: pip install 'aione-probe[otel]' ({exc})"
+        ) from None
+    return OtelExporter(
+        cfg.otel,
+        cfg.gateways,
+        headers=headers,
+        currency=cfg.budget.currency,
+        objectives=cfg.objectives_for,
+    )
 
 
 def write_report(store: Store, since: datetime, until: datetime, out_dir: Path) -> Path:

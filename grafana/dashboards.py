@@ -6,8 +6,10 @@ runs anywhere Python 3.11 does. tests/test_grafana.py regenerates and diffs the 
 and lints it (variables, selectors, units, ids).
 
 Every query selects ``job=~"$job"`` and, where the metric has those labels,
-``gateway=~"$gateway"`` and ``model=~"$model"``. Probe traffic is sparse, so rates use the
-``$window`` variable (default 1h) instead of ``$__rate_interval``.
+``location=~"$location"`` (fleet mode's vantage point; "All" also matches a single
+instance, which has no location label), ``gateway=~"$gateway"`` and ``model=~"$model"``.
+Probe traffic is sparse, so rates use the ``$window`` variable (default 1h) instead of
+``$__rate_interval``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ OUT = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 41
 DS = {"type": "prometheus", "uid": "${datasource}"}
 TAGS = ["aione-probe"]
-SEL = 'job=~"$job", gateway=~"$gateway", model=~"$model"'
-GW_SEL = 'job=~"$job", gateway=~"$gateway"'
+SEL = 'job=~"$job", location=~"$location", gateway=~"$gateway", model=~"$model"'
+GW_SEL = 'job=~"$job", location=~"$location", gateway=~"$gateway"'
 TTFT_SLO_S = 3.0
 
 Json = dict[str, Any]
@@ -154,7 +156,7 @@ def column(refid: str, name: str, unit: str, **props: Any) -> Json:
 
 
 def variables() -> list[Json]:
-    """$datasource, $job, $gateway, $model (multi, include all) and $window."""
+    """$datasource, $job, $location, $gateway, $model (multi, include all) and $window."""
 
     def query_var(name: str, label: str, query: str) -> Json:
         return {
@@ -187,6 +189,9 @@ def variables() -> list[Json]:
             "hide": 0,
         },
         query_var("job", "Job", "label_values(aione_probe_build_info, job)"),
+        query_var(
+            "location", "Location", 'label_values(aione_probe_build_info{job=~"$job"}, location)'
+        ),
         query_var(
             "gateway",
             "Gateway",
@@ -460,7 +465,8 @@ def latency() -> Dashboard:
         "aione-probe / Latency",
         "Latency of successful probe requests by phase, the TTFT SLO and the P99 baseline.",
     )
-    by = "gateway, model"
+    by = "location, gateway, model"  # a fleet: one series per vantage point
+    legend = "{{location}} {{gateway}} {{model}}"
     d.row("Time to first token")
     d.add(
         timeseries(
@@ -470,7 +476,7 @@ def latency() -> Dashboard:
             *(
                 q(
                     quantile(p, "aione_probe_ttft_seconds_bucket", f"{by}, stream"),
-                    f"p{round(p * 100)} {{{{gateway}}}} {{{{model}}}} stream={{{{stream}}}}",
+                    f"p{round(p * 100)} {legend} stream={{{{stream}}}}",
                 )
                 for p in (0.5, 0.9, 0.99)
             ),
@@ -482,11 +488,11 @@ def latency() -> Dashboard:
             "s",
             q(
                 quantile(0.5, "aione_probe_time_to_first_chunk_seconds_bucket", by),
-                "p50 {{gateway}} {{model}}",
+                "p50 {{location}} {{gateway}} {{model}}",
             ),
             q(
                 quantile(0.99, "aione_probe_time_to_first_chunk_seconds_bucket", by),
-                "p99 {{gateway}} {{model}}",
+                "p99 {{location}} {{gateway}} {{model}}",
             ),
         ),
         timeseries(
@@ -496,11 +502,11 @@ def latency() -> Dashboard:
             "x",
             q(
                 m("gateway_model_slo:aione_probe_slo_burn_rate:ratio_rate1h"),
-                "1h {{slo}} {{gateway}} {{model}}",
+                "1h {{slo}} {{location}} {{gateway}} {{model}}",
             ),
             q(
                 m("gateway_model_slo:aione_probe_slo_burn_rate:ratio_rate6h"),
-                "6h {{slo}} {{gateway}} {{model}}",
+                "6h {{slo}} {{location}} {{gateway}} {{model}}",
             ),
             defaults=thresholds((None, "green"), (6, "orange"), (14.4, "red")),
         ),
@@ -529,8 +535,8 @@ def latency() -> Dashboard:
             "TPOT p50 / p99 (streamed)",
             "Time per output token after the first: (e2e - ttft) / (completion_tokens - 1).",
             "s",
-            q(quantile(0.5, "aione_probe_tpot_seconds_bucket", by), "p50 {{gateway}} {{model}}"),
-            q(quantile(0.99, "aione_probe_tpot_seconds_bucket", by), "p99 {{gateway}} {{model}}"),
+            q(quantile(0.5, "aione_probe_tpot_seconds_bucket", by), f"p50 {legend}"),
+            q(quantile(0.99, "aione_probe_tpot_seconds_bucket", by), f"p99 {legend}"),
         ),
         timeseries(
             "Output speed p50 (streamed)",
@@ -538,11 +544,11 @@ def latency() -> Dashboard:
             "suffix:tok/s",
             q(
                 quantile(0.5, "aione_probe_output_tokens_per_second_bucket", by),
-                "p50 {{gateway}} {{model}}",
+                "p50 {{location}} {{gateway}} {{model}}",
             ),
             q(
                 quantile(0.1, "aione_probe_output_tokens_per_second_bucket", by),
-                "p10 {{gateway}} {{model}}",
+                "p10 {{location}} {{gateway}} {{model}}",
             ),
         ),
         timeseries(
@@ -551,11 +557,11 @@ def latency() -> Dashboard:
             "s",
             q(
                 quantile(0.5, "aione_probe_inter_chunk_gap_seconds_bucket", by),
-                "p50 {{gateway}} {{model}}",
+                "p50 {{location}} {{gateway}} {{model}}",
             ),
             q(
                 quantile(0.99, "aione_probe_inter_chunk_gap_seconds_bucket", by),
-                "p99 {{gateway}} {{model}}",
+                "p99 {{location}} {{gateway}} {{model}}",
             ),
         ),
         timeseries(
@@ -563,10 +569,10 @@ def latency() -> Dashboard:
             "Hourly P99 end-to-end latency against three times its 7-day average (the "
             "AIoneProbeP99LatencyHigh threshold).",
             "s",
-            q(m("gateway_model:aione_probe_e2e_seconds:p99_1h"), "p99 1h {{gateway}} {{model}}"),
+            q(m("gateway_model:aione_probe_e2e_seconds:p99_1h"), f"p99 1h {legend}"),
             q(
                 f"3 * {m('gateway_model:aione_probe_e2e_seconds:p99_1h_avg7d')}",
-                "3x baseline {{gateway}} {{model}}",
+                "3x baseline {{location}} {{gateway}} {{model}}",
             ),
         ),
         timeseries(
@@ -575,11 +581,11 @@ def latency() -> Dashboard:
             "s",
             q(
                 quantile(0.5, "aione_probe_e2e_seconds_bucket", f"{by}, stream"),
-                "p50 {{gateway}} {{model}} stream={{stream}}",
+                "p50 {{location}} {{gateway}} {{model}} stream={{stream}}",
             ),
             q(
                 quantile(0.99, "aione_probe_e2e_seconds_bucket", f"{by}, stream"),
-                "p99 {{gateway}} {{model}} stream={{stream}}",
+                "p99 {{location}} {{gateway}} {{model}} stream={{stream}}",
             ),
             w=24,
         ),

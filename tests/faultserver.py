@@ -1,12 +1,14 @@
 """A scripted OpenAI-compatible fault server on 127.0.0.1 (Starlette + uvicorn in a thread).
 
 The request's ``model`` picks the script: ``"ok"``, ``"status:429"``, ``"timing:300"``...
-(see `SCRIPTS`; an unknown script name answers like ``ok``). Dishonest relays are scripts
+(see `SCRIPTS`; an unknown script name answers like ``ok``), directly or through
+`FaultServer.aliases` (``{"slow": "delay:300"}``). Dishonest relays are scripts
 too: ``cache:fake`` (claims cached tokens, no speed-up), ``inflate:1.2`` (completion counts
 multiplied), ``echo:header`` / ``echo:body`` / ``echo:masked`` (the API key sent back),
 ``hostile:...`` (control characters in names and content), ``html:502`` (a proxy's page).
 The server records what it saw (client ports, so tests can count
-connections; request bodies and headers) and, for ``timing``, its own
+connections; request bodies and headers; how often each body came before, so a retry is
+recognisable) and, for ``timing``, its own
 `time.perf_counter` stamps of request receipt and of the first content chunk, keyed by
 the ``x-request-id`` it returns. Client and server share the process, hence the clock.
 """
@@ -45,6 +47,8 @@ class Seen:
     client_port: int
     received: float
     first_content: float | None = None
+    digest: str = ""  # SHA-256 of the body (model included)
+    repeat: int = 0  # earlier requests with the same body (retries)
 
 
 @dataclass
@@ -60,6 +64,10 @@ class FaultServer:
     prefixes: dict[str, None] = field(default_factory=dict)
     #: keep `seen` bounded (a soak runs for hours); None keeps everything
     keep_seen: int | None = None
+    #: model name -> script, for readable model labels
+    aliases: dict[str, str] = field(default_factory=dict)
+    #: request body digest -> times seen (retries repeat a body)
+    bodies: dict[str, int] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -373,6 +381,58 @@ def jsonstream(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
     return JSONResponse(_completion())
 
 
+def delay(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """An honest answer whose first byte comes `arg` ms after the request (a model's TTFT)."""
+    seconds = float(arg or 200) / 1000.0
+
+    async def gen() -> AsyncIterator[bytes]:
+        await asyncio.sleep(seconds)
+        if not stream:
+            yield json.dumps(_completion()).encode()
+            return
+        async for event in _ok_events(usage):
+            yield event
+
+    return StreamingResponse(gen(), media_type=_media(stream))
+
+
+def flaky(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """503 on every attempt of about half the distinct request bodies (retries do not
+    help), an honest answer for the others."""
+    if int(seen.digest[:2] or "0", 16) % 2:
+        return status("503", stream, usage, seen)
+    return ok("", stream, usage, seen)
+
+
+def ratelimit(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """429 with ``Retry-After: 0`` for the first attempt of every request, then an honest
+    answer to its retry (the same body): half the attempts limited, no request lost."""
+    if seen.repeat % 2 == 0:
+        return status("429", stream, usage, seen)
+    return ok("", stream, usage, seen)
+
+
+def truncate(arg: str, stream: bool, usage: bool, seen: Seen) -> Response:
+    """A relay that silently caps output: usage says ``max_tokens`` completion tokens, and
+    finish_reason says "stop"."""
+    limit = int(seen.body.get("max_tokens") or 16)
+    cut = {**USAGE, "completion_tokens": limit, "total_tokens": USAGE["prompt_tokens"] + limit}
+    if not stream:
+        body = _completion()
+        body["usage"] = cut
+        return JSONResponse(body)
+
+    async def gen() -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": ""})
+        yield chunk({"content": "Hello"})
+        yield chunk({}, "stop")
+        if usage:
+            yield chunk(None, usage=cut)
+        yield DONE
+
+    return _sse(gen())
+
+
 # --------------------------------------------------------------------- dishonest relays
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -530,7 +590,7 @@ async def cache_answer(server: FaultServer, arg: str, stream: bool, seen: Seen) 
 SCRIPTS: dict[str, Script] = {
     f.__name__: f
     for f in (ok, status, malformed, cut, silent, stall, slow, huge, timing, tools, empty, inband,
-              jsonstream, inflate, echo, hostile, html, cache)
+              jsonstream, inflate, echo, hostile, html, cache, delay, flaky, ratelimit, truncate)
 }  # fmt: skip
 
 
@@ -542,12 +602,18 @@ def create_app(server: FaultServer) -> Starlette:
         body = await request.json()
         model = str(body.get("model", "ok"))
         client = request.scope.get("client") or ("", 0)
-        seen = Seen(model, body, dict(request.headers), client[1], received)
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        repeat = server.bodies.pop(digest, 0)
+        server.bodies[digest] = repeat + 1  # most recent last
+        while len(server.bodies) > 10_000:
+            server.bodies.pop(next(iter(server.bodies)))
+        seen = Seen(model, body, dict(request.headers), client[1], received,
+                    digest=digest, repeat=repeat)  # fmt: skip
         server.seen.append(seen)
         if server.keep_seen is not None and len(server.seen) > server.keep_seen:
             del server.seen[: -server.keep_seen]
             server.ids.clear()
-        name, _, arg = model.partition(":")
+        name, _, arg = server.aliases.get(model, model).partition(":")
         stream = bool(body.get("stream"))
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         script = SCRIPTS.get(name, ok)

@@ -367,7 +367,7 @@ def test_refresh_accepts_verdicts_without_a_suite() -> None:
     metrics = ProbeMetrics(CollectorRegistry())
     metrics.refresh(store)
     text = generate_latest(metrics.registry).decode()
-    # A row without a comparison (written before schema 3) is the overall verdict.
+    # A row without a comparison (written before schema 4) is the overall verdict.
     assert (
         'aione_probe_authenticity_verdict{comparison="overall",gateway="gw",model="m",'
         'verdict="authentic"} 1.0' in text

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from aione_probe.peers.llama import stop_child
 from aione_probe.report import build_report_data, render_report
 from aione_probe.store import Store
 
@@ -109,12 +110,7 @@ def chromium(tmp_path: Path) -> Iterator[DevTools]:
             cdp.session = attached["sessionId"]
             yield cdp
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)
 
 
 def _session_events(cdp: DevTools, method: str) -> list[dict[str, Any]]:

@@ -16,7 +16,8 @@ from sqlalchemy.engine import URL
 from aione_probe.errors import FailureKind
 from aione_probe.report import build_report_data
 from aione_probe.report.data import split_period
-from aione_probe.store import SCHEMA_VERSION, CheckRecord, ObservationRecord, SchemaVersion, Store
+from aione_probe.store import CheckRecord, ObservationRecord, SchemaVersion, Store
+from aione_probe.store.migrate import SCHEMA_VERSION
 from aione_probe.store.rollup import (
     CHECK_DAY,
     CHECK_KEYS,
@@ -202,7 +203,6 @@ def test_migration_from_version_1_fills_the_rollups(store: Store, tmp_path: Path
         conn.execute(text("DROP INDEX ix_observation_target_timing"))
         conn.execute(text("CREATE INDEX ix_observation_target_started "
                           "ON observation (gateway, model, started_at)"))  # fmt: skip
-        conn.execute(text("ALTER TABLE verdict DROP COLUMN comparison"))  # added in version 3
         conn.execute(delete(SchemaVersion))
         conn.execute(insert(SchemaVersion), {"version": 1, "applied_at": DAY0})
     with Store(store.url) as again:

@@ -76,10 +76,10 @@ def test_check_config_accepts_but_flags_an_objective_that_cannot_be_met(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "c.toml"
-    path.write_text(CONFIG.format(ttft="1ms") + "availability = 1.0\n")
+    path.write_text(CONFIG.format(ttft="0.2ms") + "availability = 1.0\n")
     assert main(["check-config", str(path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "warning: slos[0]: ttft threshold 1 ms is below the loopback floor" in out
+    assert "warning: slos[0]: ttft threshold 0.2 ms is below the loopback floor" in out
     assert f"({LOOPBACK_FLOOR_S * 1000:g} ms)" in out
     assert "warning: slos[1]: availability target 1.0 leaves no error budget" in out
     path.write_text(CONFIG.format(ttft="800ms"))

@@ -312,9 +312,13 @@ class _ReferenceScorer:
         self.store = store
         self.history = timedelta(seconds=cfg.authenticity.history)
         self.ref_runs = ref_runs
-        self.by_seed: dict[tuple[str, int | None], Any] = {}
+        # Fleet mode runs one slot in several locations with one seed: a target run is
+        # paired with the reference run of its own location when there is one, else with
+        # any location's (locations are pooled: the served model should be the same).
+        self.by_seed: dict[tuple[str, int | None, str | None], Any] = {}
         for r in ref_runs:
-            self.by_seed.setdefault((r.suite, r.seed), r)
+            self.by_seed.setdefault((r.suite, r.seed, getattr(r, "location", None)), r)
+            self.by_seed.setdefault((r.suite, r.seed, "*"), r)
         self.categories = categories
         self.settings = EvidenceSettings(min_null=cfg.authenticity.min_null_pairs)
         self._obs: dict[int, list[Any]] = {}
@@ -324,11 +328,15 @@ class _ReferenceScorer:
             self._obs[run.id] = _observations(self.store, run)
         return self._obs[run.id]
 
+    def _paired(self, run: Any) -> Any:
+        own = self.by_seed.get((run.suite, run.seed, getattr(run, "location", None)))
+        return own if own is not None else self.by_seed.get((run.suite, run.seed, "*"))
+
     def ready(self, run: Any, now: datetime) -> bool:
-        return (run.suite, run.seed) in self.by_seed or now - run.started_at > REFERENCE_GRACE
+        return self._paired(run) is not None or now - run.started_at > REFERENCE_GRACE
 
     def score(self, run: Any) -> RunEvidence:
-        ref = self.by_seed.get((run.suite, run.seed))
+        ref = self._paired(run)
         target_obs = _observations(self.store, run)
         if ref is None:
             return run_evidence(

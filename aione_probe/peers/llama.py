@@ -186,6 +186,27 @@ def random_gguf(
     return dst
 
 
+def wait_until_ready(proc: subprocess.Popen[bytes], url: str, *, timeout_s: float) -> bool:
+    """Poll `url` until it answers 200 (True); False once `proc` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a child server: SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class LlamaServer:
     """One llama-cpp-python OpenAI-compatible server on 127.0.0.1, as a context manager.
 
@@ -245,14 +266,8 @@ class LlamaServer:
             self._proc = subprocess.Popen(
                 self._command(), stdout=log, stderr=subprocess.STDOUT, env=env
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/v1/models", timeout=2.0).status_code == 200:
-                    return self
-            time.sleep(0.2)
+        if wait_until_ready(self._proc, f"{self.base_url}/v1/models", timeout_s=START_TIMEOUT_S):
+            return self
         tail = self._log.read_text(errors="replace")[-2000:]
         self.stop()
         raise PeerUnavailableError(f"llama.cpp server for {self.model.name} did not start:\n{tail}")
@@ -260,14 +275,8 @@ class LlamaServer:
     def stop(self) -> None:
         """Stop the child (SIGTERM, then SIGKILL after 10 s)."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_child(proc)
 
     def restart(self, model: Path | None = None) -> LlamaServer:
         """Serve `model` (or the same one again) on the same port and alias."""

@@ -11,6 +11,7 @@ in one transaction, under a lock, so two processes starting together migrate onc
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from sqlalchemy import Engine, func, insert, inspect, select, text
 from sqlalchemy.engine import Connection
@@ -22,13 +23,17 @@ from aione_probe.store.engine import WRITE_OPTION
 from aione_probe.store.tables import (
     TABLES,
     CheckDay,
+    FleetInstance,
+    FleetSecret,
     ObservationDay,
     ObservationRow,
     SchemaVersion,
+    SuiteRun,
+    Verdict,
 )
 from aione_probe.types import utcnow
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code reads and writes."""
 
 Migration = Callable[[Connection], None]
@@ -49,13 +54,43 @@ def _add_daily_rollups(conn: Connection) -> None:
     timing.create(conn)
 
 
+def _add_columns(conn: Connection, table: Any, names: tuple[str, ...]) -> None:
+    """``ALTER TABLE … ADD COLUMN`` for the model columns `names`, typed per dialect
+    (a column that exists already is left alone)."""
+    present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    for name in names:
+        if name in present:
+            continue
+        column = table.c[name]
+        ddl = f"ALTER TABLE {table.name} ADD COLUMN {name} "
+        ddl += column.type.compile(dialect=conn.dialect)
+        if not column.nullable:
+            # Every non-NULL column added here is a number defaulting to zero.
+            ddl += " NOT NULL DEFAULT 0"
+        conn.execute(text(ddl))
+
+
+def _add_fleet(conn: Connection) -> None:
+    """Version 3: fleet mode. Runs and observations get their location; runs their
+    instance, schedule slot and spend reservation, and a 64-bit seed; the unique slot
+    index and the ``fleetinstance`` and ``fleetsecret`` tables are created."""
+    runs = SuiteRun.__table__  # type: ignore[attr-defined]
+    if conn.dialect.name == "postgresql":
+        # Run seeds are 62-bit; SQLite's INTEGER already holds them.
+        conn.execute(text("ALTER TABLE suiterun ALTER COLUMN seed TYPE BIGINT"))
+    _add_columns(conn, runs, ("location", "instance", "slot_at", "reserved"))
+    _add_columns(conn, ObservationRow.__table__, ("location",))  # type: ignore[attr-defined]
+    next(i for i in runs.indexes if i.name == "uq_suiterun_slot").create(conn, checkfirst=True)
+    fleet = [FleetInstance.__table__, FleetSecret.__table__]  # type: ignore[attr-defined]
+    SQLModel.metadata.create_all(conn, tables=fleet)
+
+
 def _add_verdict_comparison(conn: Connection) -> None:
-    """Version 3: ``verdict.comparison`` (what an authenticity verdict compared with).
+    """Version 4: ``verdict.comparison`` (what an authenticity verdict compared with).
 
     Older authenticity rows packed it into ``suite`` (``reference:…``, ``baseline:<id>``);
     they move to the new column so a re-pinned baseline keeps one label."""
-    if "comparison" not in {c["name"] for c in inspect(conn).get_columns("verdict")}:
-        conn.execute(text("ALTER TABLE verdict ADD COLUMN comparison VARCHAR"))
+    _add_columns(conn, Verdict.__table__, ("comparison",))  # type: ignore[attr-defined]
     conn.execute(
         text(
             "UPDATE verdict SET comparison = CASE WHEN suite LIKE 'baseline:%' THEN 'baseline' "
@@ -70,7 +105,11 @@ def _add_verdict_comparison(conn: Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Migration] = {2: _add_daily_rollups, 3: _add_verdict_comparison}
+MIGRATIONS: dict[int, Migration] = {
+    2: _add_daily_rollups,
+    3: _add_fleet,
+    4: _add_verdict_comparison,
+}
 """Upgrade steps: ``MIGRATIONS[v]`` upgrades a database at version ``v - 1`` to ``v``."""
 
 _PG_LOCK_KEY = 0x41494F4E45  # arbitrary constant: "AIONE"

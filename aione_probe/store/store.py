@@ -162,8 +162,12 @@ class Store:
         scheduled: bool,
         *,
         started_at: datetime | None = None,
+        location: str | None = None,
     ) -> int:
-        """Record a run that starts now (status ``running``); return its id."""
+        """Record a run that starts now (status ``running``); return its id.
+
+        `location` is the fleet location running it (None for a single instance).
+        """
         values = {
             "gateway": gateway,
             "model": model,
@@ -173,6 +177,7 @@ class Store:
             "scheduled": scheduled,
             "started_at": aware(started_at, "started_at") or utcnow(),
             "status": RunStatus.running.value,
+            "location": location,
         }
         with self._write() as conn:
             return conn.execute(insert(SuiteRun).values(values).returning(SuiteRun.id)).scalar_one()
@@ -207,6 +212,10 @@ class Store:
             run = conn.execute(select(SuiteRun).where(col(SuiteRun.id) == run_id)).one_or_none()
             if run is None:
                 raise LookupError(f"no suite run {run_id}")
+            if run.n_observations and run.status != RunStatus.running.value:
+                # Already written: a retry after a commit whose reply was lost (fleet mode
+                # retries writes while the database is unreachable) must not add it twice.
+                return
             for rec in observations:
                 obs = rec.observation
                 if (obs.gateway, obs.model) != (run.gateway, run.model):
@@ -219,7 +228,10 @@ class Store:
                 stmt = insert(_OBSERVATIONS).returning(
                     _OBSERVATIONS.c.id, sort_by_parameter_order=True
                 )
-                values = [observation_values(rec, run_id) for rec in observations]
+                values = [
+                    {**observation_values(rec, run_id), "location": run.location}
+                    for rec in observations
+                ]
                 ids = list(conn.execute(stmt, values).scalars())
             check_rows = []
             for rec in checks:
@@ -252,6 +264,7 @@ class Store:
                     n_requests=len(finals),
                     n_failed=sum(1 for r in finals if r.observation.failure != FailureKind.ok),
                     cost=sum(r.cost for r in observations if r.cost is not None),
+                    reserved=0.0,  # the spend ledger now counts the observations instead
                 )
             )
 
@@ -264,10 +277,12 @@ class Store:
         reason: str,
         *,
         scheduled: bool = True,
+        location: str | None = None,
     ) -> int:
         """Record a run that was not made (spend cap, previous run still going); return its id."""
         now = utcnow()
         values = {
+            "location": location,
             "gateway": gateway,
             "model": model,
             "suite": suite,
@@ -281,15 +296,19 @@ class Store:
         with self._write() as conn:
             return conn.execute(insert(SuiteRun).values(values).returning(SuiteRun.id)).scalar_one()
 
-    def mark_interrupted_runs(self, reason: str) -> int:
+    def mark_interrupted_runs(self, reason: str, *, instance: str | None = None) -> int:
         """Mark every run still ``running`` as ``failed`` with `reason`; return how many.
 
-        For startup recovery and shutdown: such runs wrote no observations.
+        For startup recovery and shutdown: such runs wrote no observations. With
+        `instance`, only that fleet instance's runs (the others belong to live instances).
         """
+        where = [col(SuiteRun.status) == RunStatus.running.value]
+        if instance is not None:
+            where.append(col(SuiteRun.instance) == instance)
         with self._write() as conn:
             result = conn.execute(
                 update(SuiteRun)
-                .where(col(SuiteRun.status) == RunStatus.running.value)
+                .where(*where)
                 .values(status=RunStatus.failed.value, reason=reason, finished_at=utcnow())
             )
             return result.rowcount
@@ -306,18 +325,30 @@ class Store:
         since: datetime | None = None,
         until: datetime | None = None,
         status: str | None = None,
+        *,
+        location: str | None = None,
     ) -> list[SuiteRun]:
-        """Runs started in ``[since, until)`` matching the filters, oldest first."""
+        """Runs started in ``[since, until)`` matching the filters, oldest first.
+
+        `location` narrows to one fleet location (None: every location pooled).
+        """
+        where = equal(
+            SuiteRun, gateway=gateway, model=model, suite=suite, status=status, location=location
+        )
         stmt = select(SuiteRun).where(
-            *equal(SuiteRun, gateway=gateway, model=model, suite=suite, status=status),
+            *where,
             *window(SuiteRun.started_at, since, until),
         )
         return self._all(stmt.order_by(col(SuiteRun.started_at), col(SuiteRun.id)))
 
-    def last_runs(self) -> list[SuiteRun]:
-        """The latest run (any status) of every (gateway, model, suite), sorted by that key."""
+    def last_runs(self, *, location: str | None = None) -> list[SuiteRun]:
+        """The latest run (any status) of every (gateway, model, suite), sorted by that key.
+
+        `location` narrows to one fleet location's runs (None: every run).
+        """
         key = (SuiteRun.gateway, SuiteRun.model, SuiteRun.suite)
-        return self._all(latest(SuiteRun, SuiteRun.started_at, key))
+        where = equal(SuiteRun, location=location)
+        return self._all(latest(SuiteRun, SuiteRun.started_at, key, where))
 
     def last_success(self, gateway: str, model: str, suite: str) -> SuiteRun | None:
         """The latest run of (gateway, model, suite) with status ``ok``, if any."""
@@ -355,10 +386,13 @@ class Store:
         limit: int | None = None,
         *,
         run_id: int | None = None,
+        location: str | None = None,
     ) -> list[ObservationRow]:
         """Observations started in ``[since, until)`` matching the filters, oldest first.
 
-        `to_observation` turns a row back into an `Observation`.
+        `location` narrows to one fleet location; None pools every location (what the
+        authenticity audits want: the served model is the same wherever it is called
+        from). `to_observation` turns a row back into an `Observation`.
         """
         filters = equal(
             ObservationRow,
@@ -367,6 +401,7 @@ class Store:
             suite=suite,
             probe_hash=probe_hash,
             run_id=run_id,
+            location=location,
         )
         if final_only:
             filters.append(col(ObservationRow.final).is_(True))

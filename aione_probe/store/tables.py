@@ -138,11 +138,28 @@ class SuiteRun(SQLModel, table=True):
     (one per request), ``n_failed`` the final attempts that failed, ``cost`` sums the
     priced attempts. ``seed`` drove the templated probes; ``scheduled`` is False for
     manual runs.
+
+    Fleet mode (schema 3) adds ``location`` (the running instance's location; NULL for a
+    single instance), ``instance`` (its name), ``slot_at`` (the schedule slot the run
+    belongs to) and ``reserved`` (the money held against the spend cap while it runs).
+    At most one row per (suite, gateway, model, location, slot) exists: a unique index
+    makes "each slot once per location" a database constraint.
     """
 
     __tablename__ = "suiterun"
     __table_args__ = (
         Index("ix_suiterun_target_started", "gateway", "model", "suite", "started_at"),
+        Index(
+            "uq_suiterun_slot",
+            "suite",
+            "gateway",
+            "model",
+            "location",
+            "slot_at",
+            unique=True,
+            sqlite_where=text("slot_at IS NOT NULL"),
+            postgresql_where=text("slot_at IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -150,7 +167,8 @@ class SuiteRun(SQLModel, table=True):
     model: str = Field(sa_type=SafeText)
     suite: str = Field(sa_type=SafeText)
     suite_version: int
-    seed: int | None = None
+    # Seeds are 62-bit: PostgreSQL's INTEGER is 32 (schema 3 widened it).
+    seed: int | None = Field(default=None, sa_type=BigInteger)
     scheduled: bool = True
     started_at: datetime = Field(sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -160,6 +178,10 @@ class SuiteRun(SQLModel, table=True):
     n_requests: int = 0
     n_failed: int = 0
     cost: float = 0.0
+    location: str | None = _text_field()
+    instance: str | None = _text_field()
+    slot_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    reserved: float = 0.0
 
 
 class ObservationRow(SQLModel, table=True):
@@ -171,6 +193,7 @@ class ObservationRow(SQLModel, table=True):
     ``probe_id``, ``probe_hash``, ``sample`` and ``vars`` say which probe instance it
     measured; ``cost`` is NULL when no price was known; ``final`` marks the last attempt
     of a request (the one the checks judged). ``failure`` is a `FailureKind` value.
+    ``location`` is its run's location (fleet mode; NULL for a single instance).
     """
 
     __tablename__ = "observation"
@@ -241,6 +264,7 @@ class ObservationRow(SQLModel, table=True):
     cost: float | None = None
     vars: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
     final: bool = True
+    location: str | None = _text_field()
 
 
 class CheckResultRow(SQLModel, table=True):
@@ -412,6 +436,45 @@ class Baseline(SQLModel, table=True):
     active: bool = True
 
 
+class FleetInstance(SQLModel, table=True):
+    """Table ``fleetinstance``: one row per fleet process that joined (schema 3).
+
+    ``name`` is unique per process (the configured name and a random token, ``eu-1#3fa2c1``)
+    and ``location`` comes from ``[fleet]``; ``heartbeat_at`` is refreshed every
+    heartbeat; ``stopped_at`` is set when it leaves cleanly, or when another instance
+    presumes it lost (``lost`` True). ``config`` is the fleet-relevant part of its
+    configuration (`aione_probe.fleet.identity`), compared when another instance joins.
+    """
+
+    __tablename__ = "fleetinstance"
+    __table_args__ = (Index("ix_fleetinstance_live", "stopped_at", "location"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_type=SafeText)
+    location: str = Field(sa_type=SafeText)
+    host: str = Field(sa_type=SafeText)
+    pid: int
+    version: str = Field(sa_type=SafeText)
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    heartbeat_at: datetime = Field(sa_type=UTCDateTime)
+    stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lost: bool = False
+    config: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn)
+
+
+class FleetSecret(SQLModel, table=True):
+    """Table ``fleetsecret``: values every instance of a fleet shares (schema 3).
+
+    ``seed_salt`` keys the per-slot run seeds, so every instance derives the same seed
+    for a slot and target and reference runs pair across instances and locations.
+    """
+
+    __tablename__ = "fleetsecret"
+
+    name: str = Field(sa_type=SafeText, primary_key=True)
+    value: str = Field(sa_type=SafeText)
+
+
 class SchemaVersion(SQLModel, table=True):
     """Table ``schemaversion``: one row per schema version applied; the highest is current."""
 
@@ -434,6 +497,8 @@ TABLES = [
         SchemaVersion,
         ObservationDay,
         CheckDay,
+        FleetInstance,
+        FleetSecret,
     )
 ]
 """Every table of the store, in dependency order."""
