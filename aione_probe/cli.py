@@ -25,7 +25,8 @@ from rich.text import Text
 
 from aione_probe import __version__
 from aione_probe.analysis.authenticity import pin_baseline as pin_authenticity
-from aione_probe.analysis.run import drift_window
+from aione_probe.analysis.drift import baseline_shortfall
+from aione_probe.analysis.run import pin_drift_baseline
 from aione_probe.asyncstore import is_disconnect
 from aione_probe.config import Config, key_problems, load_config
 from aione_probe.errors import ConfigError, config_errors
@@ -494,24 +495,24 @@ def _baseline_pin(args: argparse.Namespace) -> int:
     if not suites:
         err.print(f"no runs of {args.gateway}/{args.model} to pin", highlight=False)
         return EXIT_FAILED
+    failed = False
     for suite in suites:
-        window = drift_window(store, args.gateway, args.model, suite, args.since, until)
-        bid = store.pin_baseline(
-            "drift",
-            args.gateway,
-            args.model,
-            suite,
-            args.since,
-            until,
-            "pinned",
-            window.to_dict(),
-        )
+        try:
+            bid, baseline = pin_drift_baseline(
+                store, cfg, args.gateway, args.model, suite, args.since, until, "pinned"
+            )
+        except ValueError as exc:
+            err.print(f"cannot pin a drift baseline for {suite}: {exc}", highlight=False)
+            failed = True
+            continue
+        short = baseline_shortfall(baseline.runs, baseline.span_s, cfg.drift)
         console.print(
-            f"pinned drift baseline {bid} for {suite}: {window.runs} runs, "
-            f"{window.scored} scored answers",
+            f"pinned drift baseline {bid} for {suite}: {baseline.runs} runs over "
+            f"{timedelta(seconds=round(baseline.span_s))}"
+            + (f" (below the recommended size: {short[1]})" if short else ""),
             highlight=False,
         )
-    return EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _baseline_show(args: argparse.Namespace) -> int:

@@ -381,19 +381,45 @@ class AuthenticityConfig(_Model):
     references: list[ReferencePair] = []
 
 
-class DriftConfig(_Model):
-    """Settings of the quality and latency drift verdicts.
+#: Smallest change per drift metric worth a page (see `DriftConfig`).
+DRIFT_MIN_CHANGE: dict[str, float] = {
+    "pass_rate": 0.08,
+    "ttft_seconds": 0.5,
+    "e2e_seconds": 0.5,
+    "output_tokens": 0.25,
+    "error_share": 0.05,
+}
 
-    `alpha` is the family-wise error rate of one evaluation of one target (Holm across its
-    suites and metrics). Evaluations repeat after every analysis pass on overlapping
-    windows, so it is set well below the target of at most one false alarm per model per
-    quarter; `bench/drift.py` measures the resulting rate.
+
+class DriftConfig(_Model):
+    """Settings of the sequential run-level drift detectors (`aione_probe.analysis.drift`).
+
+    `false_alarms_per_quarter` is the budget of one model (gateway x model): expected
+    false ``regressed`` verdicts per 90 days of continuous monitoring, split evenly over all
+    its suites and metrics. A baseline is pinned automatically once a suite has
+    `baseline_runs` usable runs spanning at least `baseline_span` (a week, so the weekly
+    cycle is inside the residuals the thresholds are calibrated on). `min_change` is the
+    smallest change per metric worth a page (pass rate and error share in absolute
+    points, latency and output length relative); each detector's reference value is half
+    of it. `bench/drift.py` measures the resulting false-alarm rate and detection delay.
     """
 
-    alpha: float = Field(default=0.001, gt=0, lt=0.5)
-    window: Duration = 86400.0
-    min_runs: int = Field(default=6, ge=1)
-    auto_baseline_runs: int = Field(default=72, ge=1)
+    false_alarms_per_quarter: float = Field(default=1.0, gt=0, le=100)
+    baseline_runs: int = Field(default=72, ge=8)
+    baseline_span: Duration = 14 * 86400.0
+    bootstrap_reps: int = Field(default=100, ge=20, le=10_000)
+    min_change: dict[str, float] = Field(default_factory=lambda: dict(DRIFT_MIN_CHANGE))
+
+    @field_validator("min_change")
+    @classmethod
+    def _min_change(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(DRIFT_MIN_CHANGE))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown} (known: {sorted(DRIFT_MIN_CHANGE)})")
+        bad = sorted(k for k, x in v.items() if not 0 < x < 10)
+        if bad:
+            raise ValueError(f"min_change of {bad} must lie in (0, 10)")
+        return {**DRIFT_MIN_CHANGE, **v}
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")

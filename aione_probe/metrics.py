@@ -62,7 +62,7 @@ AUTHENTICITY_VERDICTS = (
     "insufficient_data",
     "reference_error",
 )
-DRIFT_VERDICTS = ("ok", "regressed", "improved", "insufficient_data")
+DRIFT_VERDICTS = ("ok", "regressed", "insufficient_data")
 TOKEN_KINDS = ("prompt", "cached_prompt", "completion", "reasoning", "cache_creation")
 ERROR_CLASSES = tuple(k.value for k in FailureKind if k is not FailureKind.ok)
 SLO_OUTCOMES = ("good", "bad")
@@ -172,14 +172,25 @@ METRICS: tuple[MetricSpec, ...] = (
           f"Model names the gateway echoed in responses; the last "
           f"{RESPONSE_MODELS_PER_TARGET} distinct values per target; always 1.", store=True),
     _spec("golden_pass_ratio", "gauge", "ratio", _R,
-          "Golden-answer pass ratio in the current drift window (cached verdict).", store=True),
+          "Golden-answer pass rate seen by the drift detectors: mean of the last 24 runs "
+          "(cached).", store=True),
     _spec("golden_baseline_pass_ratio", "gauge", "ratio", _R,
           "Golden-answer pass ratio of the pinned baseline (cached verdict).", store=True),
     _spec("drift_verdict", "enum", "", (*_R, "verdict"),
           "Quality drift verdict: 1 for the current verdict, 0 for the others (cached).",
           store=True),
-    _spec("drift_p_value", "gauge", "ratio", _R,
-          "p-value of the drift test against the baseline (cached verdict).", store=True),
+    _spec("drift_statistic", "gauge", "", (*_R, "metric"),
+          "CUSUM statistic of each run-level drift detector (metric: pass_rate, "
+          "ttft_seconds, e2e_seconds, output_tokens, error_share; cached verdict).",
+          store=True),
+    _spec("drift_threshold", "gauge", "", (*_R, "metric"),
+          "Alarm threshold of each drift detector, in the statistic's units (cached).",
+          store=True),
+    _spec("drift_alarm", "gauge", "", (*_R, "metric"),
+          "1 while the drift detector of the metric is in alarm, else 0 (cached).", store=True),
+    _spec("drift_missed_runs", "gauge", "runs", _R,
+          "Runs since the drift baseline that gave the detectors nothing (failed, skipped "
+          "or never made), the open gap included (cached).", store=True),
     _spec("authenticity_verdict", "enum", "", (*_A, "verdict"),
           "Authenticity verdict per comparison: 1 for the current verdict, 0 for the others "
           "(cached).", store=True),
@@ -724,7 +735,18 @@ def _verdict_samples(rows: Iterable[Any]) -> Samples:
                         _log10(sig.get("log_e")))  # fmt: skip
         elif row.kind == "drift":
             enum("drift_verdict", key, verdict, DRIFT_VERDICTS)
-            put("drift_p_value", key, _number(details.get("p_value")))
+            for m in details.get("metrics") or []:
+                if not isinstance(m, dict) or "metric" not in m:
+                    continue
+                labels = (*key, _bounded(m["metric"]))
+                put("drift_statistic", labels, _number(m.get("statistic")))
+                put("drift_threshold", labels, _number(m.get("threshold")))
+                put("drift_alarm", labels, 1.0 if m.get("alarm") else 0.0)
+            monitor = details.get("monitor") if isinstance(details.get("monitor"), dict) else {}
+            gap = details.get("open_gap") if isinstance(details.get("open_gap"), dict) else {}
+            missed = _number(monitor.get("missed_runs"))
+            if missed is not None:
+                put("drift_missed_runs", key, missed + (_number(gap.get("missed_runs")) or 0))
             put("golden_pass_ratio", key, _number(details.get("pass_ratio")))
             put("golden_baseline_pass_ratio", key, _number(details.get("baseline_pass_ratio")))
         elif row.kind == "cross_protocol":

@@ -21,6 +21,10 @@ a probe.
 
 from __future__ import annotations
 
+import functools
+import logging
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +44,8 @@ from aione_probe.metrics import RESPONSE_MODELS_PER_TARGET, _bounded, _valid
 from aione_probe.redact import scrub
 from aione_probe.slo import Objectives, sli_events
 from aione_probe.types import ChatRequest, CheckResult, CheckValue, Observation
+
+log = logging.getLogger(__name__)
 
 SCOPE = "aione_probe"
 OPERATION = "chat"
@@ -95,7 +101,10 @@ class OtelExporter:
     """OTLP metrics and spans for the observations of one service.
 
     Providers are this object's own (never the global ones), like the explicit Prometheus
-    registry. `shutdown` flushes what is pending and stops the export threads.
+    registry. The public methods only queue their arguments: one worker thread records them,
+    because the SDK's per-measurement attribute handling costs tens of microseconds (a long
+    stream's chunk gaps add up to milliseconds) and must not hold up the event loop that
+    times other streams. `force_flush` and `shutdown` drain that queue first.
     """
 
     def __init__(
@@ -152,8 +161,11 @@ class OtelExporter:
         )
         self._objectives = objectives or (lambda _gateway, _model: Objectives())
         self._tracer = self._tracers.get_tracer(SCOPE, __version__) if self._tracers else None
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._record, name="aione-otel", daemon=True)
+        self._worker.start()
 
-    # ----------------------------------------------------------------- recording
+    # ----------------------------------------------------------------- recording (queued)
     def observe(
         self,
         obs: Observation,
@@ -164,6 +176,44 @@ class OtelExporter:
         cost: float | None,
     ) -> None:
         """Record one attempt: its metrics and one CLIENT span with the attempt's own times."""
+        self._submit(self._observe, obs, request, suite, probe_id, cost)
+
+    def observe_request(self, final: Observation, *, suite: str) -> None:
+        """Count one request's SLI events (availability, TTFT, e2e) from its final attempt."""
+        self._submit(self._observe_request, final, suite)
+
+    def observe_checks(
+        self, gateway: str, model: str, suite: str, results: list[CheckResult]
+    ) -> None:
+        """Count check results by check name and outcome."""
+        self._submit(self._observe_checks, gateway, model, suite, list(results))
+
+    def run_finished(self, gateway: str, model: str, suite: str, status: str) -> None:
+        """Count a finished (or skipped) suite run by status."""
+        self._submit(self._run_finished, gateway, model, suite, status)
+
+    def _submit(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        self._jobs.put(functools.partial(fn, *args, **kwargs))
+
+    def _record(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception:  # a bad value must never stop the export
+                log.exception("OpenTelemetry recording failed")
+
+    def _drain(self) -> None:
+        """Wait until every queued measurement is recorded."""
+        if not self._worker.is_alive():
+            return
+        done = threading.Event()
+        self._jobs.put(done.set)
+        done.wait()
+
+    # ----------------------------------------------------------------- recording (worker)
+    def _observe(
+        self, obs: Observation, request: ChatRequest, suite: str, probe_id: str, cost: float | None
+    ) -> None:
         attrs = self._attributes(obs, suite)
         duration = _finite(obs.end_s)
         if duration is not None:
@@ -181,8 +231,7 @@ class OtelExporter:
         if self._tracer is not None:
             self._span(obs, request, attrs, probe_id)
 
-    def observe_request(self, final: Observation, *, suite: str) -> None:
-        """Count one request's SLI events (availability, TTFT, e2e) from its final attempt."""
+    def _observe_request(self, final: Observation, suite: str) -> None:
         base = self._target(final.gateway, final.model, suite)
         for slo, good in sli_events(final, self._objectives(final.gateway, final.model)):
             self._slo_events.add(
@@ -194,10 +243,9 @@ class OtelExporter:
                 },
             )
 
-    def observe_checks(
+    def _observe_checks(
         self, gateway: str, model: str, suite: str, results: list[CheckResult]
     ) -> None:
-        """Count check results by check name and outcome."""
         base = self._target(gateway, model, suite)
         for r in results:
             self._checks.add(
@@ -209,19 +257,22 @@ class OtelExporter:
                 },
             )
 
-    def run_finished(self, gateway: str, model: str, suite: str, status: str) -> None:
-        """Count a finished (or skipped) suite run by status."""
+    def _run_finished(self, gateway: str, model: str, suite: str, status: str) -> None:
         self._runs.add(1, {**self._target(gateway, model, suite), "aione_probe.run.status": status})
 
     def force_flush(self, timeout_s: float = 10.0) -> None:
         """Export everything recorded so far now (metrics and spans)."""
+        self._drain()
         millis = int(timeout_s * 1000)
         self._meters.force_flush(millis)
         if self._tracers is not None:
             self._tracers.force_flush(millis)
 
     def shutdown(self) -> None:
-        """Flush what is pending and stop the export threads."""
+        """Record what is queued, flush what is pending and stop the export threads."""
+        self._drain()
+        self._jobs.put(None)
+        self._worker.join()
         if self._tracers is not None:
             self._tracers.shutdown()
         self._meters.shutdown()

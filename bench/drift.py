@@ -1,146 +1,398 @@
-"""Calibrate drift alarms: simulate months of probing at the default schedule.
+"""Calibrate drift alarms under realistic nulls: simulated quarters of hourly runs.
 
-Not a test. Prints a table of false alarms per model per quarter with no drift, and the
-detection delay of pass-rate drops of 5, 10 and 20 points and of a 50 % latency increase,
-using the same `aione_probe.analysis.drift.evaluate` the service runs and the config's defaults
-(window, baseline size, alpha, minimum runs).
+Not a test. Prints, for the run-level CUSUM the service runs (`aione_probe.analysis.drift`,
+config defaults) and beside it the window test it replaced (`bench/drift_legacy.py`):
 
-Model of one simulated model: the cheap golden subset (N probes) runs once an hour; probe
-i passes with its own probability p_i ~ Beta (mean about 0.85, so easy and hard prompts
-mix); TTFT and end-to-end latency are log-normal, output length is Poisson. Analysis runs
-after every run on the trailing window against the baseline pinned from the first
-`auto_baseline_runs` runs. An alarm is a transition into ``regressed``.
+- false alarms per model per quarter (mean, p95, max) under each null, one quarter =
+  2,160 hourly runs after a baseline pinned from the first 168 runs (7 days);
+- detection delay (runs, = hours at hourly runs) of pass-rate drops of 5, 10 and 20 points
+  and of latency +50 %, under the all-together null.
 
-    python bench/drift.py [--quarters 40] [--probes 28] [--seed 1]
+One simulated model runs the 28-probe cheap golden subset hourly. Nulls (each alone, then
+all together):
+
+- ``iid``: every request independent; per-probe pass probabilities p_i ~ Beta(5.5, 1);
+  log-normal latency (TTFT median 0.8 s, generation median 1.5 s), Poisson(12) tokens;
+- ``load AR(1)``: a run-level load effect on latency, log-sd 0.1, AR(1) coefficient 0.8;
+- ``cycles``: daily (log amplitude 0.2) and weekly (0.1) latency cycles, random phase;
+- ``heavy tails``: per-request log-latency noise Student-t(3) (same scale), timeouts at 60 s;
+- ``temperature 0``: 20 of the 28 prompts are fixed at temperature 0: each repeats its
+  outcome (pass with probability p_i, drawn once) and its output length every run, except
+  for a flip with probability 0.01 per run (decoding nondeterminism) and *flaky episodes*
+  (about once a month per prompt, lasting 24 runs on average) in which it flips in a
+  quarter of the runs; the other 8 are templated (a new variant every run, independent
+  outcomes);
+- ``outages``: an outage starts with probability 1/250 per run and lasts a geometric number
+  of runs (mean 3): those runs fail (a gap for the detectors), the runs on either edge
+  lose 20-80 % of their requests to timeouts;
+- ``all together``.
+
+Changes (for the delays) start two weeks after the baseline: a pass-rate drop of d points
+flips each templated answer to failing with probability d / mean(p) and makes exactly
+round(20 d) passing fixed prompts fail from then on; latency +50 % multiplies every
+request's latency by 1.5.
+
+    nice python bench/drift.py [--quarters 200] [--trials 100] [--legacy-quarters 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-from aione_probe.analysis.drift import Window, evaluate
+from aione_probe.analysis.changepoint import detect
+from aione_probe.analysis.drift import (
+    METRICS,
+    RunArrays,
+    build_baseline,
+    median_counting_timeouts,
+)
 from aione_probe.config import DriftConfig
 
-HOURS_PER_QUARTER = 90 * 24
+PROBES = 28
+FIXED = 20
+BASELINE_RUNS = round(DriftConfig().baseline_span / 3600)  # hourly runs over the default span
+QUARTER_RUNS = 90 * 24
+CHANGE_AFTER = 14 * 24
+FOLLOW = 14 * 24
+TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Null:
+    """One null model (see the module docstring)."""
+
+    name: str
+    load_sd: float = 0.0
+    load_ar: float = 0.0
+    daily: float = 0.0
+    weekly: float = 0.0
+    heavy: bool = False
+    persistent: bool = False
+    outages: bool = False
+
+
+NULLS = (
+    Null("iid"),
+    Null("load AR(1)", load_sd=0.1, load_ar=0.8),
+    Null("cycles", daily=0.2, weekly=0.1),
+    Null("heavy tails", heavy=True),
+    Null("temperature 0", persistent=True),
+    Null("outages", outages=True),
+)
+ALL = Null("all together", 0.1, 0.8, 0.2, 0.1, heavy=True, persistent=True, outages=True)
 
 
 @dataclass
-class Run:
-    passes: np.ndarray
+class Sim:
+    """Simulated runs of Q quarters: per-request arrays (Q, T, P) and run flags (Q, T)."""
+
+    hours: np.ndarray
+    passed: np.ndarray
+    ok: np.ndarray
+    timed_out: np.ndarray
     ttft: np.ndarray
     e2e: np.ndarray
     tokens: np.ndarray
-
-
-def simulate_run(rng: np.random.Generator, p: np.ndarray, drop: float, slow: float) -> Run:
-    """One hourly run of every probe; `drop` lowers pass probabilities, `slow` scales latency."""
-    probs = np.clip(p - drop, 0.0, 1.0)
-    n = len(p)
-    ttft = rng.lognormal(mean=np.log(0.8), sigma=0.35, size=n) * slow
-    e2e = ttft + rng.lognormal(mean=np.log(1.5), sigma=0.4, size=n) * slow
-    return Run(rng.random(n) < probs, ttft, e2e, rng.poisson(12, size=n).astype(float))
-
-
-def window_of(runs: list[Run], hashes: list[str]) -> Window:
-    """Aggregate runs into the `Window` the drift module compares."""
-    passes = np.sum([r.passes for r in runs], axis=0)
-    return Window(
-        passes={h: (int(passes[i]), len(runs)) for i, h in enumerate(hashes)},
-        ttft_s=np.concatenate([r.ttft for r in runs]).tolist(),
-        e2e_s=np.concatenate([r.e2e for r in runs]).tolist(),
-        output_tokens=np.concatenate([r.tokens for r in runs]).tolist(),
-        runs=len(runs),
-    )
+    failed_run: np.ndarray
 
 
 def simulate(
     rng: np.random.Generator,
-    cfg: DriftConfig,
-    n_probes: int,
-    hours: int,
+    null: Null,
+    quarters: int,
+    runs: int,
     change_at: int | None = None,
     drop: float = 0.0,
     slow: float = 1.0,
-) -> tuple[int, int | None]:
-    """Simulate `hours` of hourly runs; returns (alarms, hours from change to first alarm)."""
-    p = rng.beta(5.5, 1.0, size=n_probes)
-    hashes = [f"probe-{i}" for i in range(n_probes)]
-    window_runs = max(1, int(cfg.window // 3600))
-    baseline_runs = [simulate_run(rng, p, 0.0, 1.0) for _ in range(cfg.auto_baseline_runs)]
-    baseline = window_of(baseline_runs, hashes)
-    recent: deque[Run] = deque(baseline_runs[-window_runs:], maxlen=window_runs)
-    alarms, delay, alarming = 0, None, False
-    for hour in range(hours):
-        changed = change_at is not None and hour >= change_at
-        recent.append(simulate_run(rng, p, drop if changed else 0.0, slow if changed else 1.0))
+) -> Sim:
+    """Simulate `runs` hourly runs of `quarters` independent models."""
+    q, t, p = quarters, runs, PROBES
+    probs = rng.beta(5.5, 1.0, size=(q, p))
+    flip_p = drop / probs.mean(axis=1, keepdims=True)
+    fixed = np.zeros(p, dtype=bool)
+    if null.persistent:
+        fixed[:FIXED] = True
+    offset = rng.integers(0, 168, size=(q, 1))
+    clock = offset + np.arange(t)[None, :]
+    hours = clock % 24
+    passed = np.empty((q, t, p), dtype=bool)
+    state = rng.random((q, p)) < probs
+    flaky = np.zeros((q, p), dtype=bool)
+    for i in range(t):
+        changed = change_at is not None and i >= change_at
+        if changed and i == change_at and null.persistent:
+            # Exactly round(drop * FIXED) passing fixed prompts start failing for good.
+            n_flip = round(drop * FIXED)
+            score = np.where(state & fixed, rng.random((q, p)), -1.0)
+            top = np.argsort(-score, axis=1)[:, :n_flip]
+            hit = np.zeros((q, p), dtype=bool)
+            np.put_along_axis(hit, top, True, axis=1)
+            state &= ~(hit & (score >= 0))
+        # Flaky episodes: a fixed prompt fails (or passes) against its state in a quarter
+        # of the runs for about a day (mean 24 runs), about once a month per prompt.
+        flaky = np.where(flaky, rng.random((q, p)) >= 1 / 24, rng.random((q, p)) < 1 / 720)
+        flip = rng.random((q, p)) < np.where(flaky, 0.25, 0.01)
+        fresh = rng.random((q, p)) < probs
+        if changed:
+            fresh &= rng.random((q, p)) >= flip_p
+        passed[:, i] = np.where(fixed, state ^ flip, fresh)
+    # Latency: run-level load (AR(1)), cycles, per-request noise.
+    load = np.zeros((q, t))
+    if null.load_sd:
+        innov = null.load_sd * np.sqrt(1 - null.load_ar**2)
+        load[:, 0] = rng.normal(0, null.load_sd, q)
+        eps = rng.normal(0, innov, (q, t))
+        for i in range(1, t):
+            load[:, i] = null.load_ar * load[:, i - 1] + eps[:, i]
+    effect = (
+        load
+        + null.daily * np.sin(2 * np.pi * hours / 24)
+        + null.weekly * np.sin(2 * np.pi * clock / 168)
+    )
+    if change_at is not None and slow != 1.0:
+        effect[:, change_at:] += np.log(slow)
+
+    def noise(sd: float) -> np.ndarray:
+        if null.heavy:
+            return sd * rng.standard_t(3, size=(q, t, p)) / np.sqrt(3)
+        return rng.normal(0, sd, (q, t, p))
+
+    ttft = 0.8 * np.exp(effect[..., None] + noise(0.35))
+    e2e = ttft + 1.5 * np.exp(effect[..., None] + noise(0.4))
+    fixed_len = rng.poisson(12, size=(q, 1, p)).astype(float)
+    tokens = np.where(fixed, fixed_len, rng.poisson(12, size=(q, t, p))).astype(float)
+    timed_out = e2e > TIMEOUT_S
+    errors = rng.random((q, t, p)) < 0.003
+    failed_run = np.zeros((q, t), dtype=bool)
+    if null.outages:
+        for j in range(q):
+            i = 0
+            while i < t:
+                if rng.random() < 1 / 250:
+                    length = int(rng.geometric(1 / 3))
+                    failed_run[j, i : i + length] = True
+                    for edge in (i - 1, i + length):
+                        if 0 <= edge < t:
+                            lost = rng.random(p) < rng.uniform(0.2, 0.8)
+                            timed_out[j, edge] |= lost
+                    i += length
+                i += 1
+    timed_out &= ~failed_run[..., None]
+    ok = ~(timed_out | errors | failed_run[..., None])
+    return Sim(hours, passed & ok, ok, timed_out, ttft, e2e, tokens, failed_run)
+
+
+def run_arrays(sim: Sim, j: int, lo: int, hi: int) -> RunArrays:
+    """The run values of quarter `j`, runs [lo, hi), as the service computes them."""
+    sl = (j, slice(lo, hi))
+    ok, late = sim.ok[sl], sim.timed_out[sl]
+    failed = sim.failed_run[sl]
+    counted = ok | late
+    ttft = median_counting_timeouts(np.where(counted, sim.ttft[sl], np.nan), late)
+    e2e = median_counting_timeouts(np.where(counted, sim.e2e[sl], np.nan), late)
+    tokens = median_counting_timeouts(np.where(ok, sim.tokens[sl], np.nan), np.zeros_like(ok))
+    n = np.where(failed, 0, PROBES)
+    errors = np.where(failed, np.nan, 1.0 - ok.sum(axis=1) / PROBES)
+    nan = np.where(failed, np.nan, 1.0)
+    return RunArrays(
+        hours=sim.hours[j, lo:hi],
+        started=np.arange(lo, hi) * 3600.0,
+        values={
+            "ttft_seconds": ttft * nan,
+            "e2e_seconds": e2e * nan,
+            "output_tokens": tokens * nan,
+            "error_share": errors,
+        },
+        passed=sim.passed[sl].astype(float),
+        scored=ok.astype(float),
+        hashes=[f"probe-{i}" for i in range(PROBES)],
+        requests=n.astype(float),
+    )
+
+
+def cusum_alarms(
+    sim: Sim, cfg: DriftConfig, rng: np.random.Generator, runs: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the service's detectors on every quarter: (target alarms, target alarm state)."""
+    q = sim.hours.shape[0]
+    per_detector = cfg.false_alarms_per_quarter / len(METRICS)
+    states = []
+    resid = {m.name: np.full((q, runs), np.nan) for m in METRICS}
+    params = {m.name: np.zeros((3, q)) for m in METRICS}
+    for j in range(q):
+        base_runs = run_arrays(sim, j, 0, BASELINE_RUNS).take(~sim.failed_run[j, :BASELINE_RUNS])
+        baseline = build_baseline(base_runs, cfg, rng, reps=cfg.bootstrap_reps)
+        future = run_arrays(sim, j, BASELINE_RUNS, BASELINE_RUNS + runs)
+        for spec in METRICS:
+            cal = baseline.calibration.get(spec.name)
+            if cal is None:
+                continue
+            h = cal.threshold(per_detector)
+            params[spec.name][:, j] = (cal.k, h, spec.cap * h)
+            resid[spec.name][j] = future.residuals(baseline, spec.name)
+    for spec in METRICS:
+        k, h, cap = params[spec.name]
+        # A metric the baseline had no values for gets an unreachable threshold.
+        h = np.where(h > 0, h, np.inf)
+        states.append(detect(resid[spec.name], k, h, cap)[1])
+    any_alarm = np.any(states, axis=0)
+    onsets = any_alarm & ~np.concatenate([np.zeros((q, 1), bool), any_alarm[:, :-1]], axis=1)
+    return onsets.sum(axis=1), onsets
+
+
+def false_alarms(
+    rng: np.random.Generator, null: Null, cfg: DriftConfig, quarters: int, chunk: int = 20
+) -> np.ndarray:
+    """Target-level false alarms in each of `quarters` simulated quarters."""
+    out = []
+    for start in range(0, quarters, chunk):
+        n = min(chunk, quarters - start)
+        sim = simulate(rng, null, n, BASELINE_RUNS + QUARTER_RUNS)
+        out.append(cusum_alarms(sim, cfg, rng, QUARTER_RUNS)[0])
+    return np.concatenate(out)
+
+
+def delays(
+    rng: np.random.Generator,
+    cfg: DriftConfig,
+    trials: int,
+    drop: float,
+    slow: float,
+    null: Null = ALL,
+    chunk: int = 20,
+) -> tuple[np.ndarray, int]:
+    """Runs from a change to the first alarm after it (NaN: not within `FOLLOW` runs),
+    and how many trials were already in alarm (a false one) when the change came."""
+    out, busy = [], 0
+    for start in range(0, trials, chunk):
+        n = min(chunk, trials - start)
+        change = BASELINE_RUNS + CHANGE_AFTER
+        sim = simulate(rng, null, n, change + FOLLOW, change_at=change, drop=drop, slow=slow)
+        _, onsets = cusum_alarms(sim, cfg, rng, CHANGE_AFTER + FOLLOW)
+        after = onsets[:, CHANGE_AFTER:]
+        found = after.any(axis=1)
+        first = np.where(found, after.argmax(axis=1) + 1.0, np.nan)
+        out.append(first)
+        busy += int(onsets[:, CHANGE_AFTER - 24 : CHANGE_AFTER].any(axis=1).sum())
+    return np.concatenate(out), busy
+
+
+# --- the detector this replaced (bench/drift_legacy.py), for comparison ----------------
+
+
+def legacy_run(
+    sim: Sim, j: int, start: int, stop: int, change: int | None = None
+) -> tuple[int, float]:
+    """The old window test on quarter `j`, evaluated after each run in [start, stop):
+    (alarms, runs from `change` to the first alarm after it)."""
+    from drift_legacy import Window, evaluate
+
+    def window(lo: int, hi: int) -> Window:
+        keep = ~sim.failed_run[j, lo:hi]
+        ok = sim.ok[j, lo:hi][keep]
+        passes = (sim.passed[j, lo:hi][keep]).sum(axis=0)
+        scored = ok.sum(axis=0)
+        return Window(
+            passes={f"p{i}": (int(passes[i]), int(scored[i])) for i in range(PROBES)},
+            ttft_s=sim.ttft[j, lo:hi][keep][ok].tolist(),
+            e2e_s=sim.e2e[j, lo:hi][keep][ok].tolist(),
+            output_tokens=sim.tokens[j, lo:hi][keep][ok].tolist(),
+            runs=int(keep.sum()),
+        )
+
+    legacy_baseline_runs = 72
+    base = window(0, legacy_baseline_runs)
+    alarms, delay, alarming = 0, np.nan, False
+    for i in range(start, stop):
         verdict = evaluate(
-            {"golden": (baseline, window_of(list(recent), hashes))},
-            alpha=cfg.alpha,
-            min_runs=cfg.min_runs,
+            {"golden": (base, window(max(0, i - 23), i + 1))},
+            alpha=0.001,
+            min_runs=6,
             previous={"golden": "regressed" if alarming else "ok"},
         )["golden"].verdict
         now = verdict == "regressed"
         if now and not alarming:
             alarms += 1
-            if changed and delay is None:
-                delay = hour - change_at  # type: ignore[operator]
+            if change is not None and i >= change and np.isnan(delay):
+                delay = i - change + 1.0
+                break
         alarming = now
-        if changed and delay is not None:
-            break
     return alarms, delay
 
 
+def _summary(fa: np.ndarray) -> str:
+    return f"{fa.mean():.2f} | {np.percentile(fa, 95):.0f} | {fa.max()}"
+
+
+def _delay_text(d: np.ndarray) -> str:
+    found = d[np.isfinite(d)]
+    if not len(found):
+        return f"0/{len(d)} | – | –"
+    return f"{len(found)}/{len(d)} | {np.median(found):.0f} | {np.percentile(found, 90):.0f}"
+
+
+LEGACY_NULLS = ("iid", "load AR(1)", "temperature 0", "all together")
+
+
 def main() -> None:
-    """Run the calibration and print the table."""
+    """Run the calibration and print the tables."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quarters", type=int, default=40, help="model-quarters without drift")
-    ap.add_argument("--trials", type=int, default=40, help="drift trials per scenario")
-    ap.add_argument("--probes", type=int, default=28, help="probes per hourly run")
+    ap.add_argument("--quarters", type=int, default=200, help="model-quarters per null")
+    ap.add_argument("--trials", type=int, default=100, help="changes per scenario and null")
+    ap.add_argument("--legacy-quarters", type=int, default=5,
+                    help="quarters per null for the old detector (about 7 s each)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     cfg = DriftConfig()
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     print(
-        f"defaults: window={cfg.window / 3600:g}h baseline={cfg.auto_baseline_runs} runs "
-        f"alpha={cfg.alpha} min_runs={cfg.min_runs}; {args.probes} probes/run, hourly\n"
+        f"defaults: budget {cfg.false_alarms_per_quarter:g} false alarm(s) per model per "
+        f"quarter over {len(METRICS)} metrics; baseline {BASELINE_RUNS} hourly runs "
+        f"(min {cfg.baseline_runs} over {cfg.baseline_span / 86400:g} d); "
+        f"{cfg.bootstrap_reps} bootstrap quarters; {PROBES} probes/run\n"
     )
-    false_alarms = [
-        simulate(rng, cfg, args.probes, HOURS_PER_QUARTER)[0] for _ in range(args.quarters)
-    ]
-    fa = np.array(false_alarms)
-    print("| scenario | trials | result |")
-    print("| --- | --- | --- |")
-    print(
-        f"| no drift | {args.quarters} model-quarters | {fa.mean():.2f} false alarms per model "
-        f"per quarter (max {fa.max()}) |"
-    )
-    horizon = 14 * 24
+    print("False alarms per model per quarter (2,160 hourly runs after the baseline)\n")
+    print("| null | quarters | CUSUM mean | p95 | max | old: quarters | old mean | p95 | max |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for null in (*NULLS, ALL):
+        fa = false_alarms(rng, null, cfg, args.quarters)
+        old = "– | – | – | –"
+        if args.legacy_quarters and null.name in LEGACY_NULLS:
+            n = args.legacy_quarters
+            sim = simulate(rng, null, n, BASELINE_RUNS + QUARTER_RUNS)
+            stop = BASELINE_RUNS + QUARTER_RUNS
+            counts = np.array([legacy_run(sim, j, BASELINE_RUNS, stop)[0] for j in range(n)])
+            old = f"{n} | {_summary(counts)}"
+        print(f"| {null.name} | {args.quarters} | {_summary(fa)} | {old} |", flush=True)
+    print("\nDetection delay: runs from the change to the alarm, the changed run included")
+    print(f"(= hours at hourly runs; {args.trials} changes per cell, not found = not within")
+    print(f"{FOLLOW} runs)\n")
+    print("| change | null | CUSUM found | median | p90 | old found | median | p90 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, drop, slow in (
         ("pass rate -5 points", 0.05, 1.0),
         ("pass rate -10 points", 0.10, 1.0),
         ("pass rate -20 points", 0.20, 1.0),
         ("latency +50 %", 0.0, 1.5),
     ):
-        delays = [
-            simulate(rng, cfg, args.probes, 48 + horizon, change_at=48, drop=drop, slow=slow)[1]
-            for _ in range(args.trials)
-        ]
-        found = [d for d in delays if d is not None]
-        if found:
-            med = float(np.median(found))
-            p90 = float(np.percentile(found, 90))
-            text = (
-                f"detected in {len(found)}/{len(delays)}; delay median {med:.0f} h, p90 {p90:.0f} h"
-            )
-        else:
-            text = f"not detected within {horizon} h"
-        print(f"| {label} | {args.trials} | {text} |")
+        for null in (ALL, NULLS[0]):
+            d, busy = delays(rng, cfg, args.trials, drop, slow, null)
+            old = "– | – | –"
+            if args.legacy_quarters:
+                change = BASELINE_RUNS + CHANGE_AFTER
+                n = args.legacy_quarters
+                sim = simulate(rng, null, n, change + FOLLOW, change_at=change, drop=drop,
+                               slow=slow)  # fmt: skip
+                od = np.array([legacy_run(sim, j, change - 24, change + FOLLOW, change)[1]
+                               for j in range(n)])  # fmt: skip
+                old = _delay_text(od)
+            note = f" ({busy} in a false alarm at the change)" if busy else ""
+            print(f"| {label}{note} | {null.name} | {_delay_text(d)} | {old} |", flush=True)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 

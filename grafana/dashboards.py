@@ -615,17 +615,28 @@ def quality() -> Dashboard:
         ),
         table(
             "Drift verdicts",
-            "Current drift verdict per suite and its p-value (cached from the store).",
+            "Current drift verdict per suite (cached from the store).",
             "none",
             q(f"{m('aione_probe_drift_verdict')} == 1", instant=True),
             overrides=[column("A", "Current", "none")],
         ),
         timeseries(
-            "Drift p-value",
-            "p-value of the drift test against the baseline; small means a real change.",
+            "Drift statistic / threshold",
+            "Each run-level CUSUM detector's statistic as a fraction of its alarm threshold: "
+            "1 is an alarm (regressed); the metric label says which one.",
             "none",
-            q(m("aione_probe_drift_p_value"), "{{gateway}} {{model}} {{suite}}"),
-            defaults={"custom": {"scaleDistribution": {"type": "log", "log": 10}}},
+            q(
+                f"{m('aione_probe_drift_statistic')} / {m('aione_probe_drift_threshold')}",
+                "{{gateway}} {{model}} {{suite}} {{metric}}",
+            ),
+            defaults={"min": 0},
+        ),
+        timeseries(
+            "Drift: missed runs",
+            "Runs since the drift baseline that gave the detectors nothing (gateway down, "
+            "spend cap, no run): gaps neither advance nor reset a detector.",
+            "none",
+            q(m("aione_probe_drift_missed_runs"), "{{gateway}} {{model}} {{suite}}"),
         ),
         timeseries(
             "Check failure ratio by check",

@@ -1,93 +1,328 @@
-"""Drift statistics: calibrated under the null, powerful under a real drop."""
+"""Run-level drift detection: values per run, calibrated CUSUM detectors, gaps, store round trip."""
 
 from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from aione_probe.analysis.drift import MIN_SCORED, Window, cmh_test, evaluate, holm
+from aione_probe.analysis.changepoint import (
+    MIN_THRESHOLD_K,
+    Calibration,
+    Cusum,
+    calibrate,
+    detect,
+    siegmund_threshold,
+    stationary_bootstrap_paths,
+)
+from aione_probe.analysis.drift import (
+    Monitor,
+    RunArrays,
+    RunValues,
+    build_baseline,
+    median_counting_timeouts,
+    reference_value,
+    verdict_of,
+)
+from aione_probe.analysis.run import analyse_drift, pin_drift_baseline
+from aione_probe.config import Config, DriftConfig
+from aione_probe.errors import FailureKind
+from aione_probe.report import build_report_data, render_report
+from aione_probe.store import CheckRecord, ObservationRecord, Store
+from aione_probe.types import CheckResult, CheckValue, Observation, Usage
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+PROBES = 12
 
 
-def _window(rng: np.random.Generator, p: np.ndarray, runs: int, slow: float = 1.0) -> Window:
-    passes = (rng.random((runs, len(p))) < p).sum(axis=0)
-    n = runs * len(p)
-    return Window(
-        passes={f"p{i}": (int(passes[i]), runs) for i in range(len(p))},
-        ttft_s=(rng.lognormal(np.log(0.8), 0.3, n) * slow).tolist(),
-        e2e_s=(rng.lognormal(np.log(2.0), 0.3, n) * slow).tolist(),
-        output_tokens=rng.poisson(12, n).astype(float).tolist(),
-        runs=runs,
-    )
+# --- changepoint ----------------------------------------------------------------------
 
 
-def test_cmh_is_calibrated_under_the_null() -> None:
-    rng = np.random.default_rng(7)
-    p = rng.beta(5, 1, 30)
-    pvals = [
-        cmh_test(_window(rng, p, 10).passes, _window(rng, p, 10).passes)[1] for _ in range(400)
-    ]
-    rejections = np.mean(np.array(pvals) < 0.05)
-    assert rejections <= 0.08  # nominal 5 %, binomial noise on 400 trials
+def test_bootstrap_paths_are_blocks_of_the_source() -> None:
+    rng = np.random.default_rng(1)
+    idx = stationary_bootstrap_paths(50, 400, 10.0, 30, rng)
+    assert idx.shape == (30, 400) and idx.min() >= 0 and idx.max() < 50
+    steps = np.diff(idx, axis=1)
+    continued = (steps == 1) | (steps == -49)  # the next source run, wrapping around
+    assert 0.85 < continued.mean() < 0.95  # a new block starts with probability 1/10
 
 
-def test_cmh_detects_a_ten_point_drop() -> None:
-    rng = np.random.default_rng(8)
-    p = rng.beta(5, 1, 30)
-    z, pval, n_r, n_b = cmh_test(_window(rng, p, 24).passes, _window(rng, p - 0.10, 24).passes)
-    assert z < 0 and pval < 1e-4
-    assert n_r == n_b == 24 * 30
+def test_detect_matches_the_stateful_detector() -> None:
+    rng = np.random.default_rng(2)
+    r = rng.normal(0.0, 1.0, 500)
+    r[200:230] += 2.0
+    r[100] = np.nan  # a missing run: no update
+    count, state = detect(r, 0.5, 4.0, 2.0)
+    det = Cusum(k=0.5, h=4.0, cap=2.0)
+    path = []
+    for x in r:
+        if not math.isnan(x):
+            det.update(float(x), "t")
+        path.append(det.alarm)
+    assert state[0].tolist() == path
+    assert count[0] == det.alarms >= 1
 
 
-def test_cmh_ignores_probes_missing_from_one_window() -> None:
-    z, p, n_r, n_b = cmh_test({"a": (5, 10)}, {"b": (0, 10)})
-    assert (z, p, n_r, n_b) == (0.0, 1.0, 0, 0)
+def test_one_bad_run_never_alarms_alone() -> None:
+    det = Cusum(k=0.1, h=1.0, cap=0.5)
+    assert not det.update(math.inf, "a")  # e.g. every request timed out
+    assert det.s == 0.5
+    assert det.update(0.7, "b") and det.alarm_since == "b"
+    for _ in range(20):
+        det.update(0.0, "c")
+    assert not det.alarm and det.alarms == 1  # back at baseline: the alarm clears
 
 
-def test_holm_adjustment() -> None:
-    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert holm([]) == []
+def test_siegmund_threshold_grows_with_run_length_and_spread() -> None:
+    h1 = siegmund_threshold(0.5, 1.0, 938)
+    assert h1 == pytest.approx(5.0, abs=0.01)  # the textbook pair: k = 0.5 sd, h = 5 sd
+    assert siegmund_threshold(0.5, 1.0, 10_000) > h1
+    assert siegmund_threshold(0.5, 2.0, 1_000) > h1
+    with pytest.raises(ValueError):
+        siegmund_threshold(0.0, 1.0, 100)
 
 
-def test_evaluate_regressed_ok_and_insufficient() -> None:
-    rng = np.random.default_rng(9)
-    p = rng.beta(5, 1, 28)
-    base = _window(rng, p, 24)
-    verdicts = evaluate(
-        {
-            "same": (base, _window(rng, p, 24)),
-            "worse": (base, _window(rng, np.clip(p - 0.2, 0, 1), 24)),
-            "slower": (base, _window(rng, p, 24, slow=1.5)),
-            "thin": (base, _window(rng, p[:2], 3)),
+def test_calibrated_threshold_holds_its_budget_on_iid_noise() -> None:
+    rng = np.random.default_rng(3)
+    k, horizon = 0.5, 2_000
+    cal = calibrate(rng.normal(0, 1, 336), k=k, horizon_runs=horizon, rng=rng, reps=100)
+    h = cal.threshold(0.5)
+    assert h > cal.threshold(2.0) >= MIN_THRESHOLD_K * k
+    count, _ = detect(rng.normal(0, 1, (200, horizon)), k, h, h / 2)
+    assert count.mean() <= 0.5 * 1.5  # the budget, with room for bootstrap noise
+
+
+def test_calibration_round_trips() -> None:
+    cal = Calibration(k=0.1, horizon_runs=10, mean_block=2.0, long_run_sd=0.3, maxima=[1, 2])
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    with pytest.raises(ValueError):
+        cal.threshold(0)
+
+
+# --- run values and baselines -----------------------------------------------------------
+
+
+def test_timeouts_count_as_slower_than_every_answer() -> None:
+    values = np.array([1.0, 2.0, 3.0, np.nan, np.nan])
+    late = np.array([False, False, False, True, True])
+    assert median_counting_timeouts(values, late) == 3.0  # dropping them would give 2.0
+    assert math.isnan(median_counting_timeouts(np.array([np.nan]), np.array([False])))
+
+
+def test_one_prompt_changing_its_answer_cannot_accumulate() -> None:
+    cfg = DriftConfig()
+    k = reference_value("pass_rate", cfg, per_run=28)
+    assert k >= 1 / 28  # one probe of 28 failing every run is a residual of 1/28 <= k
+    assert reference_value("e2e_seconds", cfg, per_run=28) == pytest.approx(math.log(1.5) / 2)
+
+
+def _arrays(rng: np.random.Generator, runs: int, p: np.ndarray, drop: float = 0.0) -> RunArrays:
+    passed = (rng.random((runs, len(p))) < np.clip(p - drop, 0, 1)).astype(float)
+    hours = np.arange(runs) % 24
+    load = 0.1 * np.sin(2 * np.pi * hours / 24)
+    return RunArrays(
+        hours=hours,
+        started=np.arange(runs) * 3600.0,
+        values={
+            "ttft_seconds": 0.8 * np.exp(load + rng.normal(0, 0.05, runs)),
+            "e2e_seconds": 2.0 * np.exp(load + rng.normal(0, 0.05, runs)),
+            "output_tokens": rng.poisson(12, runs).astype(float),
+            "error_share": np.zeros(runs),
         },
-        alpha=0.001,
-        min_runs=6,
+        passed=passed,
+        scored=np.ones_like(passed),
+        hashes=[f"h{i}" for i in range(len(p))],
+        requests=np.full(runs, float(len(p))),
     )
-    assert verdicts["same"].verdict == "ok"
-    assert verdicts["worse"].verdict == "regressed"
-    failing = [t.metric for t in verdicts["worse"].tests if t.result == "fail"]
-    assert "pass_ratio" in failing
-    assert verdicts["slower"].verdict == "regressed"
-    assert {t.metric for t in verdicts["slower"].tests if t.result == "fail"} >= {"ttft_seconds"}
-    thin = verdicts["thin"]
-    assert thin.verdict == "insufficient_data" and thin.needed > 0
-    assert MIN_SCORED > 6  # 2 probes x 3 runs is below the minimum
 
 
-def test_window_round_trip() -> None:
-    w = Window(passes={"a": (3, 4)}, ttft_s=[0.1], e2e_s=[0.2], output_tokens=[5.0], runs=2)
-    assert Window.from_dict(w.to_dict()) == w
-    assert w.pass_ratio == 0.75
+def test_baseline_learns_the_daily_cycle_and_flags_a_drop() -> None:
+    rng = np.random.default_rng(4)
+    p = rng.beta(5, 1, 28)
+    base = build_baseline(_arrays(rng, 168, p), DriftConfig(), rng, reps=50)
+    assert set(base.calibration) == {
+        "pass_rate",
+        "ttft_seconds",
+        "e2e_seconds",
+        "output_tokens",
+        "error_share",
+    }
+    assert base.interval_s == 3600 and base.horizon_runs == 2160
+    levels = np.exp(base.levels["ttft_seconds"])
+    assert levels[6] > levels[18]  # sin peaks at 06:00 and dips at 18:00
+    same, worse = _arrays(rng, 48, p), _arrays(rng, 48, p, drop=0.25)
+    cal = base.calibration["pass_rate"]
+    h = cal.threshold(0.2)
+    assert detect(same.residuals(base, "pass_rate"), cal.k, h, h / 2)[0][0] == 0
+    assert detect(worse.residuals(base, "pass_rate"), cal.k, h, h / 2)[0][0] == 1
 
 
-def test_hysteresis_keeps_a_regression_until_it_clearly_clears() -> None:
-    from aione_probe.analysis.drift import DriftTest, decide
+def test_pass_residuals_pair_by_probe_and_skip_unknown_ones() -> None:
+    rng = np.random.default_rng(5)
+    base = build_baseline(_arrays(rng, 40, np.full(4, 0.5)), DriftConfig(), rng, reps=20)
+    run = RunValues(1, T0, probes={"h0": (1, 1), "new": (0, 1)}, values={})
+    r = RunArrays.of([run]).residuals(base, "pass_rate")
+    assert r[0] == pytest.approx(base.probe_pass["h0"] - 1.0)
+    monitor = Monitor(baseline_id=1)
+    monitor.thresholds(base, 0.2)
+    changed = RunValues(2, T0 + timedelta(hours=1), probes={"new": (1, 1)},
+                        values={"pass_rate": 1.0, "error_share": 0.0}, n_requests=1)  # fmt: skip
+    monitor.observe(changed, base)
+    assert "re-pinned" in verdict_of(monitor, base).note
 
-    def tests(p: float) -> list[DriftTest]:
-        return [
-            DriftTest("pass_ratio", "cmh", -3.0, p, 500, 500, 0.85, 0.80, worse=True, p_adjusted=p)
-        ]
 
-    borderline = 0.004  # above alpha, below 10 x alpha
-    assert decide(tests(borderline), 0.001, 0).verdict == "ok"
-    assert decide(tests(borderline), 0.001, 0, previous="regressed").verdict == "regressed"
-    assert decide(tests(0.05), 0.001, 0, previous="regressed").verdict == "ok"
+# --- the service path: store -> analysis -> verdicts, metrics, report ---------------------
+
+
+def _cfg(**drift: object) -> Config:
+    defaults = {"baseline_runs": 24, "baseline_span": 86400.0, "bootstrap_reps": 40}
+    return Config(
+        gateways=[{"name": "gw", "base_url": "http://127.0.0.1:1"}],
+        drift={**defaults, **drift},
+    )
+
+
+def _run(store: Store, at: datetime, passes: int, *, slow: float = 1.0, status: str = "ok") -> None:
+    """One stored hourly run of `PROBES` probes, `passes` of them passing."""
+    run_id = store.start_run("gw", "m", "golden", 1, 1, True, started_at=at)
+    if status == "failed":
+        store.finish_run(run_id, "failed", "gateway down: connect", [], [], finished_at=at)
+        return
+    observations, checks = [], []
+    for i in range(PROBES):
+        obs = Observation(
+            gateway="gw",
+            model="m",
+            started_at=at + timedelta(seconds=i),
+            content="x",
+            finish_reason="stop",
+            usage=Usage(prompt_tokens=10, completion_tokens=5 + i % 3, total_tokens=15, raw={}),
+            first_token_s=0.3 * slow * (1 + 0.01 * i),
+            end_s=1.0 * slow * (1 + 0.01 * i),
+        )
+        observations.append(ObservationRecord(obs, "golden", f"p{i}", f"hash{i}"))
+        value = CheckValue.passed if i < passes else CheckValue.failed
+        checks.append(CheckRecord(CheckResult("exact", value), i, f"p{i}", f"hash{i}"))
+    store.finish_run(run_id, status, "", observations, checks, finished_at=at)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    st = Store(f"sqlite:///{tmp_path / 'probe.db'}")
+    st.migrate()
+    yield st
+    st.close()
+
+
+def _latest(store: Store) -> object:
+    (v,) = [v for v in store.latest_verdicts("drift") if v.suite == "golden"]
+    return v
+
+
+def test_drift_verdicts_from_stored_runs(store: Store, tmp_path: Path) -> None:
+    cfg = _cfg()
+    rng = np.random.default_rng(6)
+    at = T0
+    for _ in range(10):
+        _run(store, at, 10 + int(rng.integers(0, 2)))
+        at += timedelta(hours=1)
+    analyse_drift(store, cfg, "gw", "m", at)
+    v = _latest(store)
+    assert v.verdict == "insufficient_data"
+    assert v.details["needed"] == 14 and "24 runs over at least 1 day" in v.details["note"]
+
+    for _ in range(20):  # the baseline: 30 runs over more than a day
+        _run(store, at, 10 + int(rng.integers(0, 2)))
+        at += timedelta(hours=1)
+    at += timedelta(hours=1)
+    analyse_drift(store, cfg, "gw", "m", at)
+    v = _latest(store)
+    assert v.verdict == "ok" and v.baseline_id is not None
+    assert v.details["baseline_runs"] == 30
+    rows = {m["metric"]: m for m in v.details["metrics"]}
+    assert set(rows) >= {"pass_rate", "ttft_seconds", "e2e_seconds", "error_share"}
+    assert all(r["threshold"] > 0 and r["statistic"] == 0 for r in rows.values())
+
+    # An hour without a run, the gateway down for three runs, then a silence of two hours:
+    # recorded, not fed.
+    for _ in range(3):
+        _run(store, at, 0, status="failed")
+        at += timedelta(hours=1)
+    at += timedelta(hours=2)
+    for _ in range(4):
+        _run(store, at, 10 + int(rng.integers(0, 2)))
+        at += timedelta(hours=1)
+    analyse_drift(store, cfg, "gw", "m", at)
+    v = _latest(store)
+    assert v.verdict == "ok"
+    (gap,) = v.details["monitor"]["gaps"]
+    assert gap["missed_runs"] == 6
+    assert gap["reasons"] == {"gateway down: connect": 3, "no run": 3}
+    assert v.details["monitor"]["detectors"]["pass_rate"]["runs"] == 4
+
+    # Quality drops by half: pass_rate trips within a few runs, latency stays quiet.
+    waited = 0
+    while _latest(store).verdict != "regressed" and waited < 8:
+        _run(store, at, 5)
+        at += timedelta(hours=1)
+        waited += 1
+        analyse_drift(store, cfg, "gw", "m", at)  # resumes from the stored monitor
+    v = _latest(store)
+    assert v.verdict == "regressed" and v.details["tripped"] == ["pass_rate"]
+    assert waited <= 4
+    rows = {m["metric"]: m for m in v.details["metrics"]}
+    assert rows["pass_rate"]["statistic"] >= rows["pass_rate"]["threshold"]
+    assert rows["pass_rate"]["alarm_since"] is not None
+
+    # The report shows the detector against its threshold over time and the gap.
+    data = build_report_data(store, since=T0, until=at + timedelta(hours=1))
+    out = tmp_path / "report"
+    render_report(data, out)
+    page = (out / data.targets[0].page).read_text()
+    assert "Tripped:</strong> pass_rate" in page
+    assert "statistic / threshold" in page and "gateway down: connect ×3" in page
+
+    # Re-pinning starts fresh detectors on the new baseline.
+    bid, _ = pin_drift_baseline(store, cfg, "gw", "m", "golden", at - timedelta(hours=30),
+                                at, "pinned")  # fmt: skip
+    analyse_drift(store, cfg, "gw", "m", at + timedelta(minutes=1))
+    v = _latest(store)
+    assert v.baseline_id == bid and v.verdict == "ok"
+
+
+def test_too_small_a_pinned_baseline_says_how_many_runs_are_needed(store: Store) -> None:
+    cfg = _cfg()
+    at = T0
+    for _ in range(5):
+        _run(store, at, 10)
+        at += timedelta(hours=1)
+    pin_drift_baseline(store, cfg, "gw", "m", "golden", None, at, "pinned")
+    analyse_drift(store, cfg, "gw", "m", at)
+    v = _latest(store)
+    assert v.verdict == "insufficient_data" and v.details["needed"] == 19
+    assert "holds 5 runs" in v.details["note"]
+    with pytest.raises(ValueError, match="need at least 2"):
+        pin_drift_baseline(store, cfg, "gw", "m", "golden", at, at, "pinned")
+
+
+def test_latency_with_timeouts_counts_them(store: Store) -> None:
+    from aione_probe.analysis.run import run_values
+
+    at = T0
+    run_id = store.start_run("gw", "m", "golden", 1, 1, True, started_at=at)
+    records = []
+    for i in range(3):
+        failure = FailureKind.timeout_total if i < 2 else FailureKind.ok
+        obs = Observation(gateway="gw", model="m", started_at=at, content="x", failure=failure,
+                          stream=True,
+                          first_token_s=0.2, end_s=None if i < 2 else 1.0)  # fmt: skip
+        records.append(ObservationRecord(obs, "golden", f"p{i}", f"hash{i}"))
+    store.finish_run(run_id, "partial", "2 of 3 probes failed", records, [], finished_at=at)
+    values = run_values(store, store.run(run_id))
+    assert values.values["e2e_seconds"] == math.inf  # two of three timed out
+    assert values.values["ttft_seconds"] == pytest.approx(0.2)
+    assert values.values["error_share"] == pytest.approx(2 / 3)
+    assert values.timeout_share == pytest.approx(2 / 3)

@@ -204,7 +204,11 @@ def test_baseline_pin_show_export_import(
     cfg = _config(tmp_path, sim.base_url, suites=SMOKE, models='["sim-large"]')
     assert main(["run", "--config", str(cfg)]) in (0, 1)
     common = ["--config", str(cfg), "--gateway", "local", "--model", "sim-large"]
+    assert main(["baseline", "pin", *common, "--kind", "drift"]) == 1  # one run is no baseline
+    assert "need at least 2" in capsys.readouterr().err
+    assert main(["run", "--config", str(cfg)]) in (0, 1)
     assert main(["baseline", "pin", *common, "--kind", "drift"]) == 0
+    assert "below the recommended size" in capsys.readouterr().out
     assert main(["baseline", "pin", *common]) == 0
     assert main(["baseline", "show", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out

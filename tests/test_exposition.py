@@ -156,12 +156,13 @@ def test_child_process_serves_what_this_process_records(
     probe_metrics.run_finished("aione", "gpt-x", "smoke", "ok", datetime.now(UTC))
     verdict = SimpleNamespace(
         kind="drift", gateway="aione", model="gpt-x", suite="smoke", verdict="ok", score=None,
-        details={"p_value": 0.5}, created_at=None,
+        details={"metrics": [{"metric": "pass_rate", "statistic": 0.5, "threshold": 1.0}]},
+        created_at=None,
     )  # fmt: skip
     probe_metrics.refresh(SimpleNamespace(latest_verdicts=lambda: [verdict], last_runs=lambda: []))
     expected = _samples(generate_latest(probe_metrics.registry).decode())
-    assert ("aione_probe_drift_p_value", (("gateway", "aione"), ("model", "gpt-x"),
-            ("suite", "smoke")), 0.5) in expected  # fmt: skip
+    assert ("aione_probe_drift_statistic", (("gateway", "aione"), ("metric", "pass_rate"),
+            ("model", "gpt-x"), ("suite", "smoke")), 0.5) in expected  # fmt: skip
 
     def served() -> str:
         time.sleep(server_module.METRICS_MIN_INTERVAL_S)  # past the shared rendering

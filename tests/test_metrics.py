@@ -215,7 +215,12 @@ def test_refresh_serves_verdicts_from_memory(pm: ProbeMetrics) -> None:
                 },
             ),
             Row("drift", "regressed", suite="golden",
-                details={"pass_ratio": 0.75, "baseline_pass_ratio": 0.95, "p_value": 0.002}),
+                details={"pass_ratio": 0.75, "baseline_pass_ratio": 0.95,
+                         "metrics": [{"metric": "pass_rate", "statistic": 0.31,
+                                      "threshold": 0.25, "alarm": True},
+                                     {"metric": "e2e_seconds", "statistic": 0.0,
+                                      "threshold": 0.9, "alarm": False}],
+                         "monitor": {"missed_runs": 3}, "open_gap": {"missed_runs": 2}}),
             Row("reconcile", "mismatch"),
         ]
     )  # fmt: skip
@@ -236,7 +241,12 @@ def test_refresh_serves_verdicts_from_memory(pm: ProbeMetrics) -> None:
     )
     assert val(pm, "aione_probe_drift_verdict", {**gold, "verdict": "regressed"}) == 1
     assert val(pm, "aione_probe_drift_verdict", {**gold, "verdict": "ok"}) == 0
-    assert val(pm, "aione_probe_drift_p_value", gold) == 0.002
+    pr, e2e = {**gold, "metric": "pass_rate"}, {**gold, "metric": "e2e_seconds"}
+    assert val(pm, "aione_probe_drift_statistic", pr) == 0.31
+    assert val(pm, "aione_probe_drift_threshold", pr) == 0.25
+    assert val(pm, "aione_probe_drift_alarm", pr) == 1
+    assert val(pm, "aione_probe_drift_alarm", e2e) == 0
+    assert val(pm, "aione_probe_drift_missed_runs", gold) == 5
     assert val(pm, "aione_probe_golden_pass_ratio", gold) == 0.75
     assert val(pm, "aione_probe_golden_baseline_pass_ratio", gold) == 0.95
     # a reconciliation is per target: no suite label (and never an empty one)

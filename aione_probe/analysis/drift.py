@@ -1,272 +1,634 @@
-"""Quality and latency drift: a recent window against a pinned baseline window.
+"""Quality and latency drift: sequential run-level detection against a pinned baseline.
 
-Three families of tests, each two-sided, with Holm's correction across every test of a
-target (all its suites and metrics) so one verdict's false-alarm rate stays at `alpha`:
+**The run is the unit.** Each finished run of a suite yields one value per metric
+(`RunValues`): the pass rate on its scored probes, the median time to first token and
+end-to-end latency (a timed-out request counts as slower than every answer instead of
+being dropped), the median output length, and the share of requests that failed or timed
+out. Detectors see runs, never requests, so a loaded gateway that is slow for a whole run,
+or a temperature-0 prompt that gives the same answer every hour, is one observation and
+not dozens.
 
-- **pass rate** on the same prompts: a Cochran–Mantel–Haenszel test stratified by probe
-  (each probe's pass/fail counts in the baseline and the recent window form one 2×2
-  table). Stratifying pairs the comparison by prompt, so a suite mixing easy and hard
-  prompts does not inflate the variance; with one sample per probe and window it is
-  McNemar's test. Probes present in only one window are left out (a changed prompt has a
-  new hash and never compares with an old baseline).
-- **latency**: Mann–Whitney U on time to first token and on end-to-end latency.
-- **output length**: Mann–Whitney U on completion tokens.
+**Residuals.** Against the pinned baseline (`DriftBaseline`) each run value becomes a
+residual, oriented so that positive is worse:
 
-No verdict is given below the minimum sample sizes: the verdict is then
-``insufficient_data`` with the number of samples still needed.
+- pass rate: expected minus observed, where "expected" is the baseline pass rate *of the
+  probes this run scored* (paired by probe hash, so a partial run is compared like with
+  like, and a changed prompt, which has a new hash, is left out);
+- latency: log of the run's median minus the baseline's hour-of-day level (UTC, shrunk
+  towards the overall level when an hour has few baseline runs): the daily cycle is
+  part of the expectation, the weekly one stays in the residuals the threshold is
+  calibrated on;
+- output length: log median minus the baseline level (longer is worse);
+- error share: observed minus the baseline share.
+
+**Detectors.** One CUSUM per (suite, metric) (`aione_probe.analysis.changepoint`), with
+reference value half the smallest change worth a page (`DriftConfig.min_change`) and never
+below one probe's (one request's) weight, and a threshold calibrated by a stationary block
+bootstrap of the baseline's own residuals for a false-alarm budget of
+`DriftConfig.false_alarms_per_quarter` per model, split evenly over every detector of the
+target (all its suites and metrics).
+
+**Missing runs.** A run that produced nothing (gateway down, spend cap, interrupted) or a
+schedule slot with no run at all neither advances nor resets a detector: the gap is
+recorded (`Gap`) and shown with the verdict.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
-from scipy import stats
+import numpy as np
 
-MIN_SCORED = 40
-MIN_LATENCY = 30
-#: Hysteresis: a target already ``regressed`` stays so until its worse-way tests rise
-#: above `HYSTERESIS` × alpha, so one excursion pages once instead of flickering.
-HYSTERESIS = 10.0
+from aione_probe.analysis.changepoint import Calibration, Cusum, calibrate, hour_levels
+from aione_probe.config import DriftConfig
+
+Scale = Literal["share", "log"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How one run-level metric is compared.
+
+    Attributes:
+        name: metric name (label value of ``aione_probe_drift_*``).
+        scale: ``share`` (compared as is) or ``log`` (compared as log, i.e. relative).
+        worse_up: whether a larger value is worse.
+        seasonal: whether the baseline level depends on the hour of the day.
+        cap: the most one run adds to the detector, as a fraction of its threshold.
+    """
+
+    name: str
+    scale: Scale
+    worse_up: bool
+    seasonal: bool
+    cap: float = 0.5
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("pass_rate", "share", worse_up=False, seasonal=False),
+    MetricSpec("ttft_seconds", "log", worse_up=True, seasonal=True),
+    MetricSpec("e2e_seconds", "log", worse_up=True, seasonal=True),
+    MetricSpec("output_tokens", "log", worse_up=True, seasonal=False),
+    # Error bursts (an outage's first and last run) are the SLO alerts' business; the
+    # drift detector pages on a rise that lasts at least three runs.
+    MetricSpec("error_share", "share", worse_up=True, seasonal=False, cap=1 / 3),
+)
+METRIC_NAMES = tuple(m.name for m in METRICS)
+_SPEC = {m.name: m for m in METRICS}
+#: A run where this share of requests failed is *degraded*: it says nothing reliable about
+#: latency, length or quality, so only the error-share detector sees it.
+DEGRADED_ERROR_SHARE = 0.25
+#: A gap is recorded when two usable runs are further apart than this many intervals.
+GAP_FACTOR = 1.5
+MAX_GAPS = 20
+RECENT_RUNS = 24
+QUARTER_S = 90 * 86400.0
+#: A quarter of runs every 5 minutes: faster schedules (tests, demos) are calibrated as if
+#: they ran every 5 minutes, so the bootstrap stays small.
+MAX_HORIZON_RUNS = 90 * 24 * 12
+#: Folds of the baseline's cross-validated residuals (a day each for a week of runs).
+CV_FOLDS = 7
+_LOG_FLOOR = 1e-3
+
+
+def median_counting_timeouts(values: np.ndarray, timed_out: np.ndarray, axis: int = -1) -> Any:
+    """Median of `values` along `axis` where timed-out entries count as +inf.
+
+    A request that timed out took at least the timeout: it is slower than every answer,
+    so it moves the median up instead of vanishing. NaN entries (failed for another
+    reason, no value) are left out; all-NaN gives NaN.
+    """
+    v = np.where(timed_out, np.inf, values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, quietly
+        return np.nanmedian(v, axis=axis)
 
 
 @dataclass
-class Window:
-    """What one time window holds for one (gateway, model, suite).
+class RunValues:
+    """One run reduced to its metric values (see the module docstring).
 
     Attributes:
-        passes: probe hash -> (passed, scored) counts of final observations.
-        ttft_s: time to first token of successful final observations.
-        e2e_s: end-to-end latency of successful final observations.
-        output_tokens: completion tokens of successful final observations.
-        runs: number of suite runs in the window.
+        run_id: the stored run.
+        started_at: when it started (UTC).
+        status: run status; only ``ok`` and ``partial`` runs are fed to detectors.
+        reason: why a run produced nothing (for gaps).
+        probes: probe hash -> (passed, scored) of this run's final observations.
+        values: metric -> value in natural units (None when the run has none).
+        timeout_share: share of requests that timed out (shown, part of error_share).
+        n_requests: final requests of the run.
     """
 
-    passes: dict[str, tuple[int, int]] = field(default_factory=dict)
-    ttft_s: list[float] = field(default_factory=list)
-    e2e_s: list[float] = field(default_factory=list)
-    output_tokens: list[float] = field(default_factory=list)
-    runs: int = 0
+    run_id: int
+    started_at: datetime
+    status: str = "ok"
+    reason: str | None = None
+    probes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    values: dict[str, float | None] = field(default_factory=dict)
+    timeout_share: float | None = None
+    n_requests: int = 0
 
     @property
-    def scored(self) -> int:
-        """Number of scored observations."""
-        return sum(n for _, n in self.passes.values())
+    def usable(self) -> bool:
+        """Whether the run observed anything a detector can use."""
+        return self.status in ("ok", "partial")
+
+
+def _transform(spec: MetricSpec, value: Any) -> Any:
+    if spec.scale == "log":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(np.maximum(np.asarray(value, dtype=float), _LOG_FLOOR))
+    return np.asarray(value, dtype=float)
+
+
+@dataclass
+class DriftBaseline:
+    """What a pinned drift baseline holds: levels, calibrations and its size.
+
+    Attributes:
+        runs: usable runs in the baseline.
+        span_s: time from its first to its last run.
+        interval_s: median spacing of its runs (the schedule as observed).
+        last_started: start of its last run (Unix time): detectors resume after it.
+        probe_pass: probe hash -> baseline pass rate.
+        levels: metric -> expected transformed value, 24 hour-of-day levels or one.
+        typical: metric -> baseline median in natural units (for display).
+        calibration: metric -> bootstrap null of its detector.
+    """
+
+    runs: int
+    span_s: float
+    interval_s: float
+    last_started: float = 0.0
+    probe_pass: dict[str, float] = field(default_factory=dict)
+    levels: dict[str, list[float]] = field(default_factory=dict)
+    typical: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, Calibration] = field(default_factory=dict)
 
     @property
-    def pass_ratio(self) -> float | None:
-        """Share of scored observations that passed."""
-        n = self.scored
-        return sum(p for p, _ in self.passes.values()) / n if n else None
+    def horizon_runs(self) -> int:
+        """Runs in a quarter at the baseline's spacing (at most `MAX_HORIZON_RUNS`)."""
+        return max(1, min(MAX_HORIZON_RUNS, round(QUARTER_S / max(self.interval_s, 1.0))))
+
+    def expected(self, metric: str, hours: Any) -> Any:
+        """Expected transformed value of `metric` at UTC hour(s) `hours`."""
+        levels = np.asarray(self.levels[metric])
+        return levels[np.asarray(hours) % len(levels)] if len(levels) > 1 else levels[0]
+
+    def residuals(
+        self,
+        metric: str,
+        values: np.ndarray,
+        hours: np.ndarray,
+        passed: np.ndarray | None = None,
+        scored: np.ndarray | None = None,
+        hashes: Sequence[str] = (),
+    ) -> np.ndarray:
+        """Residuals (positive = worse) of runs; NaN where a run has no value.
+
+        For ``pass_rate`` give `passed` and `scored` (runs × probes, in `hashes` order);
+        `values` is then ignored. Probes the baseline does not know are left out.
+        """
+        if metric == "pass_rate":
+            assert passed is not None and scored is not None
+            p = np.array([self.probe_pass.get(h, np.nan) for h in hashes], dtype=float)
+            known = np.isfinite(p)
+            n = (scored * known).sum(axis=-1)
+            expected = (scored * np.where(known, p, 0.0)).sum(axis=-1)
+            got = (passed * known).sum(axis=-1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(n > 0, (expected - got) / np.maximum(n, 1), np.nan)
+        spec = _SPEC[metric]
+        r = _transform(spec, values) - self.expected(metric, hours)
+        return r if spec.worse_up else -r
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (stored as a baseline's data)."""
-        return {**asdict(self), "passes": {k: list(v) for k, v in self.passes.items()}}
+        """JSON-ready form (stored as the baseline's data)."""
+        return {
+            "version": 2,
+            "runs": self.runs,
+            "span_s": self.span_s,
+            "interval_s": self.interval_s,
+            "last_started": self.last_started,
+            "probe_pass": self.probe_pass,
+            "levels": self.levels,
+            "typical": self.typical,
+            "calibration": {m: c.to_dict() for m, c in self.calibration.items()},
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Window:
-        """Inverse of `to_dict`."""
+    def from_dict(cls, data: dict[str, Any]) -> DriftBaseline | None:
+        """Inverse of `to_dict`; None for a baseline stored by an older version."""
+        if data.get("version") != 2:
+            return None
         return cls(
-            passes={k: (int(v[0]), int(v[1])) for k, v in data.get("passes", {}).items()},
-            ttft_s=[float(x) for x in data.get("ttft_s", [])],
-            e2e_s=[float(x) for x in data.get("e2e_s", [])],
-            output_tokens=[float(x) for x in data.get("output_tokens", [])],
-            runs=int(data.get("runs", 0)),
+            runs=int(data["runs"]),
+            span_s=float(data["span_s"]),
+            interval_s=float(data["interval_s"]),
+            last_started=float(data.get("last_started", 0.0)),
+            probe_pass={k: float(v) for k, v in data["probe_pass"].items()},
+            levels={k: [float(x) for x in v] for k, v in data["levels"].items()},
+            typical={k: float(v) for k, v in data["typical"].items()},
+            calibration={m: Calibration.from_dict(c) for m, c in data["calibration"].items()},
         )
 
 
-@dataclass
-class DriftTest:
-    """One test of one metric: its statistic, p-value, sizes and direction."""
+def reference_value(metric: str, cfg: DriftConfig, per_run: float) -> float:
+    """The CUSUM reference value of `metric`: half its smallest change worth a page.
 
-    metric: str
-    test: str
-    statistic: float
-    p_value: float
-    n_recent: int
-    n_baseline: int
-    baseline_value: float | None
-    recent_value: float | None
-    worse: bool
-    p_adjusted: float = 1.0
-    result: str = "pass"
+    For shares it is never below one probe's (one request's) weight ``1 / per_run``: one
+    prompt that starts failing, or one request that errors, cannot accumulate evidence.
+    """
+    change = cfg.min_change[metric]
+    if _SPEC[metric].scale == "log":
+        return math.log1p(change) / 2.0
+    return max(change / 2.0, 1.0 / max(per_run, 1.0))
+
+
+@dataclass
+class RunArrays:
+    """Runs as arrays (what `build_baseline` and the benchmark work on).
+
+    Attributes:
+        hours: UTC hour of each run's start.
+        started: start of each run, seconds (any epoch).
+        values: metric -> value per run in natural units (NaN = none).
+        passed: runs × probes passes; scored: runs × probes scored answers.
+        hashes: probe hash of each column.
+        requests: final requests per run.
+    """
+
+    hours: np.ndarray
+    started: np.ndarray
+    values: dict[str, np.ndarray]
+    passed: np.ndarray
+    scored: np.ndarray
+    hashes: list[str]
+    requests: np.ndarray
+
+    @classmethod
+    def of(cls, runs: Sequence[RunValues]) -> RunArrays:
+        """Arrays of `runs` (usable runs only are expected)."""
+        hashes = sorted({h for r in runs for h in r.probes})
+        col = {h: i for i, h in enumerate(hashes)}
+        passed = np.zeros((len(runs), len(hashes)))
+        scored = np.zeros((len(runs), len(hashes)))
+        for i, r in enumerate(runs):
+            for h, (p, n) in r.probes.items():
+                passed[i, col[h]], scored[i, col[h]] = p, n
+        values = {
+            m: np.array(
+                [np.nan if r.values.get(m) is None else r.values[m] for r in runs], dtype=float
+            )
+            for m in METRIC_NAMES
+            if m != "pass_rate"
+        }
+        return cls(
+            hours=np.array([r.started_at.hour for r in runs], dtype=int),
+            started=np.array([r.started_at.timestamp() for r in runs], dtype=float),
+            values=values,
+            passed=passed,
+            scored=scored,
+            hashes=hashes,
+            requests=np.array([r.n_requests for r in runs], dtype=float),
+        )
+
+    def take(self, mask: np.ndarray) -> RunArrays:
+        """The runs where `mask` is true."""
+        return RunArrays(
+            hours=self.hours[mask],
+            started=self.started[mask],
+            values={k: v[mask] for k, v in self.values.items()},
+            passed=self.passed[mask],
+            scored=self.scored[mask],
+            hashes=self.hashes,
+            requests=self.requests[mask],
+        )
+
+    def residuals(self, baseline: DriftBaseline, metric: str) -> np.ndarray:
+        """Residuals of every run for `metric` against `baseline` (NaN = not fed).
+
+        Degraded runs (`DEGRADED_ERROR_SHARE`) feed only the error-share detector.
+        """
+        r = baseline.residuals(
+            metric,
+            self.values.get(metric, np.full(len(self.hours), np.nan)),
+            self.hours,
+            self.passed,
+            self.scored,
+            self.hashes,
+        )
+        if metric != "error_share":
+            errors = self.values.get("error_share", np.zeros(len(self.hours)))
+            r = np.where(errors >= DEGRADED_ERROR_SHARE, np.nan, r)
+        return r
+
+
+def _fit(runs: RunArrays) -> DriftBaseline:
+    """Levels, per-probe pass rates and typical values of `runs` (no calibration)."""
+    gaps = np.diff(np.sort(runs.started))
+    tot_scored = runs.scored.sum(axis=0)
+    base = DriftBaseline(
+        runs=len(runs.hours),
+        span_s=float(runs.started.max() - runs.started.min()),
+        interval_s=max(float(np.median(gaps)) if len(gaps) else 3600.0, 1.0),
+        last_started=float(runs.started.max()),
+        probe_pass={
+            h: float(runs.passed[:, i].sum() / tot_scored[i])
+            for i, h in enumerate(runs.hashes)
+            if tot_scored[i] > 0
+        },
+    )
+    if runs.scored.sum():
+        base.typical["pass_rate"] = float(runs.passed.sum() / runs.scored.sum())
+    errors = runs.values.get("error_share", np.zeros(len(runs.hours)))
+    for spec in METRICS:
+        if spec.name == "pass_rate":
+            continue
+        x = runs.values[spec.name]
+        ok = np.isfinite(x) if spec.scale == "share" else ~np.isnan(x)
+        if spec.name != "error_share":
+            ok &= ~(errors >= DEGRADED_ERROR_SHARE)
+        if ok.sum() < 2:
+            continue
+        t = _transform(spec, x[ok])
+        # A run where over half the requests timed out has an infinite median: it counts
+        # as the slowest run seen rather than dragging the level to infinity.
+        finite = np.isfinite(t)
+        if not finite.any():
+            continue
+        t = np.where(finite, t, t[finite].max())
+        if spec.seasonal:
+            base.levels[spec.name] = [float(v) for v in hour_levels(t, runs.hours[ok])]
+        else:
+            base.levels[spec.name] = [float(np.mean(t))]
+        base.typical[spec.name] = float(np.median(x[ok]))
+    return base
+
+
+def cross_validated_residuals(runs: RunArrays, metric: str, folds: int = CV_FOLDS) -> np.ndarray:
+    """Residuals of each baseline run against levels fitted *without* its fold.
+
+    The baseline is cut into `folds` contiguous stretches (a day each for a week of hourly
+    runs). In-sample residuals would be too small (the levels were fitted to them, by up
+    to 24 hour-of-day parameters); these carry the estimation error a pinned baseline
+    has for runs it has never seen, which is what the threshold is calibrated against.
+    """
+    n = len(runs.hours)
+    out = np.full(n, np.nan)
+    cut = np.linspace(0, n, min(folds, n) + 1).astype(int)
+    for lo, hi in itertools.pairwise(cut):
+        inside = np.zeros(n, dtype=bool)
+        inside[lo:hi] = True
+        if inside.all() or not inside.any():
+            continue
+        fitted = _fit(runs.take(~inside))
+        if metric != "pass_rate" and metric not in fitted.levels:
+            continue
+        out[lo:hi] = runs.take(inside).residuals(fitted, metric)
+    return out
+
+
+def build_baseline(
+    runs: RunArrays, cfg: DriftConfig, rng: np.random.Generator, reps: int = 500
+) -> DriftBaseline:
+    """Pin a baseline from usable runs (in start order): levels and calibrated detectors.
+
+    Raises:
+        ValueError: fewer than two runs.
+    """
+    if len(runs.hours) < 2:
+        raise ValueError("a drift baseline needs at least two runs")
+    base = _fit(runs)
+    scored_per_run = float(np.median(runs.scored.sum(axis=1))) if runs.hashes else 0.0
+    per_run = {"pass_rate": scored_per_run, "error_share": float(np.median(runs.requests))}
+    for spec in METRICS:
+        if spec.name == "pass_rate" and not base.probe_pass:
+            continue
+        if spec.name != "pass_rate" and spec.name not in base.levels:
+            continue
+        r = cross_validated_residuals(runs, spec.name)
+        if np.isfinite(r).sum() < 2:
+            base.levels.pop(spec.name, None)
+            continue
+        k = reference_value(spec.name, cfg, per_run.get(spec.name, 1.0))
+        base.calibration[spec.name] = calibrate(
+            r, k=k, horizon_runs=base.horizon_runs, rng=rng, reps=reps
+        )
+    return base
+
+
+@dataclass
+class Gap:
+    """Runs that were due but gave a detector nothing.
+
+    Attributes:
+        start: last usable run before the gap (ISO time), or None.
+        end: first usable run after it (ISO time), or None while the gap is open.
+        missed_runs: schedule slots without a usable run.
+        reasons: why (run failure reasons, "no run" for slots with no run at all).
+    """
+
+    start: str | None
+    end: str | None = None
+    missed_runs: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Monitor:
+    """The detectors of one (target, suite) and what they have seen since the baseline.
+
+    Stored in each drift verdict's details and resumed by the next analysis pass; a
+    re-pinned baseline (another `baseline_id`) starts a fresh monitor.
+    """
+
+    baseline_id: int
+    detectors: dict[str, Cusum] = field(default_factory=dict)
+    last_run_id: int | None = None
+    last_at: str | None = None
+    gaps: list[Gap] = field(default_factory=list)
+    missed_runs: int = 0
+    degraded_runs: int = 0
+    recent_pass: list[float] = field(default_factory=list)
+    last: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    _open: Gap | None = None
+
+    def thresholds(self, baseline: DriftBaseline, per_detector: float) -> None:
+        """(Re)set every detector's threshold for a per-detector budget per quarter."""
+        for metric, cal in baseline.calibration.items():
+            h = cal.threshold(per_detector)
+            cap = _SPEC[metric].cap * h
+            det = self.detectors.get(metric)
+            if det is None:
+                self.detectors[metric] = Cusum(k=cal.k, h=h, cap=cap)
+            else:
+                det.k, det.h, det.cap = cal.k, h, cap
+
+    def _gap(self) -> Gap:
+        if self._open is None:
+            self._open = Gap(start=self.last_at)
+        return self._open
+
+    def observe(self, run: RunValues, baseline: DriftBaseline) -> None:
+        """Feed one run (in start order). A run that observed nothing is a gap entry."""
+        at = run.started_at.isoformat()
+        if not run.usable:
+            gap = self._gap()
+            gap.missed_runs += 1
+            reason = (run.reason or run.status)[:80]
+            gap.reasons[reason] = gap.reasons.get(reason, 0) + 1
+            self.missed_runs += 1
+            return
+        if self.last_at is not None:
+            elapsed = (run.started_at - datetime.fromisoformat(self.last_at)).total_seconds()
+            slots = round(elapsed / baseline.interval_s) - 1
+            counted = self._open.missed_runs if self._open else 0
+            if elapsed > GAP_FACTOR * baseline.interval_s and slots > counted:
+                gap = self._gap()
+                gap.reasons["no run"] = gap.reasons.get("no run", 0) + slots - counted
+                gap.missed_runs = slots
+                self.missed_runs += slots - counted
+        if self._open is not None:
+            self._open.end = at
+            self.gaps = [*self.gaps, self._open][-MAX_GAPS:]
+            self._open = None
+        arrays = RunArrays.of([run])
+        hour = run.started_at.hour
+        errors = run.values.get("error_share")
+        if errors is not None and errors >= DEGRADED_ERROR_SHARE:
+            self.degraded_runs += 1  # only the error-share detector sees it
+        for metric, det in self.detectors.items():
+            r = float(arrays.residuals(baseline, metric)[0])
+            value = run.values.get(metric)
+            self.last[metric] = {"value": value, "residual": r if math.isfinite(r) else None}
+            if not math.isnan(r):
+                det.update(r, at)
+            self.last[metric]["expected"] = _natural(baseline, metric, hour)
+        pr = run.values.get("pass_rate")
+        if pr is not None:
+            self.recent_pass = [*self.recent_pass, pr][-RECENT_RUNS:]
+        self.last_run_id, self.last_at = run.run_id, at
+
+    def open_gap(self, now: datetime, baseline: DriftBaseline) -> Gap | None:
+        """The gap still open at `now` (failed runs, or no run for over 1.5 intervals)."""
+        gap = Gap(**self._open.__dict__) if self._open else None
+        if self.last_at is not None:
+            elapsed = (now - datetime.fromisoformat(self.last_at)).total_seconds()
+            slots = int(elapsed // baseline.interval_s)
+            if elapsed > GAP_FACTOR * baseline.interval_s:
+                gap = gap or Gap(start=self.last_at)
+                extra = slots - gap.missed_runs
+                if extra > 0:
+                    gap.reasons["no run"] = gap.reasons.get("no run", 0) + extra
+                    gap.missed_runs = slots
+        return gap
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored in the verdict's details as ``monitor``)."""
+        return {
+            "baseline_id": self.baseline_id,
+            "detectors": {m: d.to_dict() for m, d in self.detectors.items()},
+            "last_run_id": self.last_run_id,
+            "last_at": self.last_at,
+            "gaps": [g.__dict__ for g in self.gaps],
+            "open": None if self._open is None else self._open.__dict__,
+            "missed_runs": self.missed_runs,
+            "degraded_runs": self.degraded_runs,
+            "recent_pass": self.recent_pass,
+            "last": self.last,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Monitor:
+        """Inverse of `to_dict`."""
+        return cls(
+            baseline_id=int(data["baseline_id"]),
+            detectors={m: Cusum.from_dict(d) for m, d in data.get("detectors", {}).items()},
+            last_run_id=data.get("last_run_id"),
+            last_at=data.get("last_at"),
+            gaps=[Gap(**g) for g in data.get("gaps", [])],
+            missed_runs=int(data.get("missed_runs", 0)),
+            degraded_runs=int(data.get("degraded_runs", 0)),
+            recent_pass=[float(x) for x in data.get("recent_pass", [])],
+            last=data.get("last", {}),
+            _open=Gap(**data["open"]) if data.get("open") else None,
+        )
+
+
+def _natural(baseline: DriftBaseline, metric: str, hour: int) -> float | None:
+    """The baseline's expected value of `metric` at `hour`, in natural units."""
+    if metric == "pass_rate":
+        return baseline.typical.get("pass_rate")
+    e = float(baseline.expected(metric, hour))
+    return math.exp(e) if _SPEC[metric].scale == "log" else e
 
 
 @dataclass
 class DriftVerdict:
-    """The verdict for one (gateway, model, suite)."""
+    """The verdict of one (target, suite): ``ok``, ``regressed`` or ``insufficient_data``."""
 
     verdict: str
-    tests: list[DriftTest]
     needed: int = 0
     note: str = ""
-
-    @property
-    def min_p(self) -> float | None:
-        """Smallest Holm-adjusted p-value (None without tests)."""
-        return min((t.p_adjusted for t in self.tests), default=None)
+    tripped: list[str] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
-def cmh_test(
-    baseline: dict[str, tuple[int, int]], recent: dict[str, tuple[int, int]]
-) -> tuple[float, float, int, int]:
-    """Cochran–Mantel–Haenszel test of equal pass rates, stratified by probe.
+def verdict_of(monitor: Monitor, baseline: DriftBaseline) -> DriftVerdict:
+    """The verdict the monitor's detectors give now, one row per metric."""
+    rows = []
+    for metric, det in monitor.detectors.items():
+        last = monitor.last.get(metric, {})
+        rows.append(
+            {
+                "metric": metric,
+                "test": "cusum",
+                "statistic": det.s,
+                "threshold": det.h,
+                "k": det.k,
+                "ratio": det.s / det.h if det.h > 0 else None,
+                "alarm": det.alarm,
+                "alarm_since": det.alarm_since,
+                "alarms": det.alarms,
+                "n": det.runs,
+                "recent_value": last.get("value"),
+                "baseline_value": last.get("expected", baseline.typical.get(metric)),
+                "result": "fail" if det.alarm else "pass",
+            }
+        )
+    tripped = [r["metric"] for r in rows if r["alarm"]]
+    if not rows:
+        return DriftVerdict("insufficient_data", needed=1, note="baseline has no metric values")
+    note = ""
+    last = monitor.last.get("pass_rate", {})
+    if last.get("value") is not None and last.get("residual") is None:
+        note = (
+            "the last run scored no probe the baseline knows (the suite changed?): "
+            "pass_rate is not monitored until the baseline is re-pinned"
+        )
+    return DriftVerdict("regressed" if tripped else "ok", note=note, tripped=tripped, metrics=rows)
 
-    Returns:
-        (z, two-sided p, scored in recent, scored in baseline) over the shared probes;
-        z < 0 means the recent window passes less often.
-    """
-    num = var = 0.0
-    n_r = n_b = 0
-    for key in baseline.keys() & recent.keys():
-        pb, nb = baseline[key]
-        pr, nr = recent[key]
-        total = nb + nr
-        n_r += nr
-        n_b += nb
-        if nb == 0 or nr == 0 or total < 2:
-            continue
-        passes = pb + pr
-        expected = nr * passes / total
-        num += pr - expected
-        var += nr * nb * passes * (total - passes) / (total * total * (total - 1))
-    if var <= 0:
-        return 0.0, 1.0, n_r, n_b
-    z = num / math.sqrt(var)
-    return z, float(2 * stats.norm.sf(abs(z))), n_r, n_b
 
-
-def _mann_whitney(metric: str, base: Sequence[float], recent: Sequence[float]) -> DriftTest | None:
-    if len(base) < MIN_LATENCY or len(recent) < MIN_LATENCY:
+def baseline_shortfall(n_runs: int, span_s: float, cfg: DriftConfig) -> tuple[int, str] | None:
+    """What a baseline of `n_runs` over `span_s` seconds lacks: (runs needed, note)."""
+    need_runs = max(0, cfg.baseline_runs - n_runs)
+    need_span = max(0.0, cfg.baseline_span - span_s)
+    if not need_runs and not need_span:
         return None
-    res = stats.mannwhitneyu(recent, base, alternative="two-sided")
-    med_b, med_r = float(_median(base)), float(_median(recent))
-    return DriftTest(
-        metric=metric,
-        test="mann-whitney-u",
-        statistic=float(res.statistic),
-        p_value=float(res.pvalue),
-        n_recent=len(recent),
-        n_baseline=len(base),
-        baseline_value=med_b,
-        recent_value=med_r,
-        worse=med_r > med_b,
+    parts = []
+    if need_runs:
+        parts.append(f"{need_runs} more run(s)")
+    if need_span:
+        parts.append(f"{timedelta(seconds=round(need_span))} more time")
+    note = (
+        f"a drift baseline needs {cfg.baseline_runs} runs over at least "
+        f"{timedelta(seconds=round(cfg.baseline_span))}: {' and '.join(parts)} needed"
     )
-
-
-def _median(values: Sequence[float]) -> float:
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
-def tests_for(baseline: Window, recent: Window) -> tuple[list[DriftTest], int]:
-    """Every test the two windows have enough data for, and the samples still needed."""
-    tests: list[DriftTest] = []
-    needed = 0
-    z, p, n_r, n_b = cmh_test(baseline.passes, recent.passes)
-    if min(n_r, n_b) >= MIN_SCORED:
-        shared = baseline.passes.keys() & recent.passes.keys()
-        tests.append(
-            DriftTest(
-                metric="pass_ratio",
-                test="cochran-mantel-haenszel",
-                statistic=z,
-                p_value=p,
-                n_recent=n_r,
-                n_baseline=n_b,
-                baseline_value=_ratio({k: baseline.passes[k] for k in shared}),
-                recent_value=_ratio({k: recent.passes[k] for k in shared}),
-                worse=z < 0,
-            )
-        )
-    else:
-        needed = max(needed, MIN_SCORED - min(n_r, n_b))
-    for metric, b, r in (
-        ("ttft_seconds", baseline.ttft_s, recent.ttft_s),
-        ("e2e_seconds", baseline.e2e_s, recent.e2e_s),
-        ("output_tokens", baseline.output_tokens, recent.output_tokens),
-    ):
-        t = _mann_whitney(metric, b, r)
-        if t is None:
-            needed = max(needed, MIN_LATENCY - min(len(b), len(r)))
-        else:
-            tests.append(t)
-    return tests, needed
-
-
-def _ratio(passes: dict[str, tuple[int, int]]) -> float | None:
-    n = sum(v[1] for v in passes.values())
-    return sum(v[0] for v in passes.values()) / n if n else None
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values (same order as given)."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [1.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def decide(
-    tests: list[DriftTest],
-    alpha: float,
-    needed: int,
-    min_runs_missing: int = 0,
-    previous: str | None = None,
-) -> DriftVerdict:
-    """Turn Holm-adjusted tests into a verdict.
-
-    ``regressed``: some metric moved the worse way (fewer passes, slower, longer) with
-    adjusted p < alpha; ``improved``: only moves the better way; ``ok``: none;
-    ``insufficient_data``: no pass-rate test yet (quality is what the verdict is about).
-    """
-    if min_runs_missing > 0 or not any(t.metric == "pass_ratio" for t in tests):
-        return DriftVerdict(
-            "insufficient_data",
-            tests,
-            needed=max(needed, 1),
-            note=f"{min_runs_missing} more run(s) needed" if min_runs_missing else "",
-        )
-    worse_alpha = alpha * HYSTERESIS if previous == "regressed" else alpha
-    rejected = [t for t in tests if t.p_adjusted < (worse_alpha if t.worse else alpha)]
-    for t in tests:
-        t.result = "fail" if t in rejected and t.worse else ("changed" if t in rejected else "pass")
-    if any(t.worse for t in rejected):
-        return DriftVerdict("regressed", tests)
-    if rejected:
-        return DriftVerdict("improved", tests)
-    return DriftVerdict("ok", tests)
-
-
-def evaluate(
-    pairs: dict[str, tuple[Window, Window]],
-    *,
-    alpha: float,
-    min_runs: int,
-    previous: dict[str, str] | None = None,
-) -> dict[str, DriftVerdict]:
-    """Drift verdicts for every suite of one target, Holm-corrected across all their tests.
-
-    Args:
-        pairs: suite -> (baseline window, recent window).
-        alpha: family-wise error rate of one target's evaluation.
-        min_runs: runs each window needs before any verdict.
-        previous: suite -> the last verdict (for hysteresis).
-    """
-    per_suite = {s: tests_for(b, r) for s, (b, r) in pairs.items()}
-    flat = [t for tests, _ in per_suite.values() for t in tests]
-    for t, p in zip(flat, holm([t.p_value for t in flat]), strict=True):
-        t.p_adjusted = p
-    out = {}
-    for suite, (tests, needed) in per_suite.items():
-        b, r = pairs[suite]
-        missing = max(0, min_runs - min(b.runs, r.runs))
-        out[suite] = decide(tests, alpha, needed, missing, (previous or {}).get(suite))
-    return out
+    return max(need_runs, 1), note

@@ -8,16 +8,30 @@ restarts.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
 
 from aione_probe.analysis.authenticity import audit_target
 from aione_probe.analysis.crossproto import compare_protocols
-from aione_probe.analysis.drift import Window, evaluate
+from aione_probe.analysis.drift import (
+    DriftBaseline,
+    DriftVerdict,
+    Monitor,
+    RunArrays,
+    RunValues,
+    baseline_shortfall,
+    build_baseline,
+    median_counting_timeouts,
+    verdict_of,
+)
 from aione_probe.checks import is_quality_check
 from aione_probe.config import Config
 from aione_probe.errors import FailureKind
-from aione_probe.store import Store
+from aione_probe.store import Store, SuiteRun
 from aione_probe.types import CheckValue, utcnow
 
 log = logging.getLogger(__name__)
@@ -43,126 +57,233 @@ def analyse(store: Store, cfg: Config, now: datetime | None = None) -> None:
             log.exception("authenticity audit of %s/%s failed", gateway, model)
 
 
-def drift_window(
-    store: Store, gateway: str, model: str, suite: str, since: datetime | None, until: datetime
-) -> Window:
-    """Aggregate one window of stored runs into a drift `Window`."""
-    window = Window()
-    window.runs = sum(
-        1
-        for r in store.runs(gateway, model, suite, since=since, until=until)
-        if r.status in ("ok", "partial")
+def run_values(store: Store, run: SuiteRun) -> RunValues:
+    """Reduce one stored run to its drift metric values (`aione_probe.analysis.drift`).
+
+    Final observations only (retries are the gateway's business, the answer is what
+    counts). A timed-out request counts as slower than every answer in the latency
+    medians; every failed request, timeouts included, counts in the error share.
+    """
+    assert run.id is not None
+    values = RunValues(
+        run_id=run.id, started_at=run.started_at, status=run.status, reason=run.reason
     )
+    if not values.usable:
+        return values
     quality: dict[int, list[str]] = defaultdict(list)
-    for c in store.check_results(gateway, model, suite, since=since, until=until):
+    for c in store.check_results(run_id=run.id):
         if c.observation_id is not None and is_quality_check(c.name):
             quality[c.observation_id].append(c.value)
-    passes: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for o in store.observations(gateway, model, suite, since=since, until=until, final_only=True):
-        if o.failure != FailureKind.ok.value:
-            continue
-        ttft = o.first_token_s if o.stream else o.end_s
-        if ttft is not None:
-            window.ttft_s.append(ttft)
-        if o.end_s is not None:
-            window.e2e_s.append(o.end_s)
-        if o.completion_tokens is not None:
-            window.output_tokens.append(float(o.completion_tokens))
-        values = [v for v in quality.get(o.id or -1, []) if v in SCORED]
-        if values:
-            entry = passes[o.probe_hash]
-            entry[0] += all(v == CheckValue.passed.value for v in values)
+    obs = store.observations(run_id=run.id, final_only=True)
+    ttft, e2e, tokens, timed_out, failed = [], [], [], [], 0
+    probes: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for o in obs:
+        kind = FailureKind(o.failure)
+        timeout = kind.is_timeout
+        failed += kind != FailureKind.ok
+        if kind == FailureKind.ok or timeout:
+            first = o.first_token_s if o.stream else o.end_s
+            ttft.append(np.nan if first is None else first)
+            e2e.append(np.nan if o.end_s is None else o.end_s)
+            timed_out.append(timeout)
+        if kind == FailureKind.ok and o.completion_tokens is not None:
+            tokens.append(float(o.completion_tokens))
+        scored = [v for v in quality.get(o.id or -1, []) if v in SCORED]
+        if scored:
+            entry = probes[o.probe_hash]
+            entry[0] += all(v == CheckValue.passed.value for v in scored)
             entry[1] += 1
-    window.passes = {k: (v[0], v[1]) for k, v in passes.items()}
-    return window
+    n = len(obs)
+    values.n_requests = n
+    values.probes = {k: (v[0], v[1]) for k, v in probes.items()}
+    scored_n = sum(v[1] for v in values.probes.values())
+    ttft_a, e2e_a, late = np.array(ttft), np.array(e2e), np.array(timed_out, dtype=bool)
+    # A timeout after the first token still has a real TTFT; before it, TTFT is censored.
+    ttft_late = late & np.isnan(ttft_a)
+    values.values = {
+        "pass_rate": sum(v[0] for v in values.probes.values()) / scored_n if scored_n else None,
+        "ttft_seconds": _finite_or_inf(median_counting_timeouts(ttft_a, ttft_late)),
+        "e2e_seconds": _finite_or_inf(median_counting_timeouts(e2e_a, late)),
+        "output_tokens": float(np.median(tokens)) if tokens else None,
+        "error_share": failed / n if n else None,
+    }
+    values.timeout_share = float(late.sum()) / n if n else None
+    return values
 
 
-def _ensure_baseline(
+def _finite_or_inf(x: float) -> float | None:
+    """None for NaN (no value), the value otherwise (inf: over half the requests timed out)."""
+    return None if math.isnan(x) else float(x)
+
+
+def _usable_runs(store: Store, gateway: str, model: str, suite: str, **kw: Any) -> list[SuiteRun]:
+    return [r for r in store.runs(gateway, model, suite, **kw) if r.status in ("ok", "partial")]
+
+
+def pin_drift_baseline(
+    store: Store,
+    cfg: Config,
+    gateway: str,
+    model: str,
+    suite: str,
+    since: datetime | None,
+    until: datetime,
+    source: str,
+) -> tuple[int, DriftBaseline]:
+    """Pin the usable runs of [since, until) as the drift baseline of one suite.
+
+    The thresholds are calibrated here, once, by a block bootstrap of these runs
+    (`aione_probe.analysis.changepoint.calibrate`).
+
+    Raises:
+        ValueError: fewer than two usable runs in the window.
+    """
+    runs = _usable_runs(store, gateway, model, suite, since=since, until=until)
+    if len(runs) < 2:
+        raise ValueError(f"{len(runs)} usable run(s) of {suite} in the window; need at least 2")
+    arrays = RunArrays.of([run_values(store, r) for r in runs])
+    # Seeded by the runs: re-pinning the same runs gives the same thresholds.
+    rng = np.random.default_rng([runs[0].id or 0, runs[-1].id or 0, len(runs)])
+    baseline = build_baseline(arrays, cfg.drift, rng, reps=cfg.drift.bootstrap_reps)
+    start = runs[0].started_at
+    end = (runs[-1].finished_at or runs[-1].started_at) + timedelta(seconds=1)
+    bid = store.pin_baseline("drift", gateway, model, suite, start, end, source, baseline.to_dict())
+    log.info("pinned drift baseline %d for %s/%s %s (%d runs)", bid, gateway, model, suite,
+             len(runs))  # fmt: skip
+    return bid, baseline
+
+
+def _baseline(
     store: Store, cfg: Config, gateway: str, model: str, suite: str
-) -> tuple[int, Window] | None:
-    """The active drift baseline, pinning one automatically after enough runs (TOFU)."""
+) -> tuple[int, DriftBaseline] | tuple[None, DriftVerdict]:
+    """The active drift baseline, pinned automatically once enough runs span enough time."""
     row = store.active_baseline("drift", gateway, model, suite)
-    if row is None:
-        runs = [r for r in store.runs(gateway, model, suite) if r.status in ("ok", "partial")]
-        if len(runs) < cfg.drift.auto_baseline_runs:
-            return None
-        first = runs[: cfg.drift.auto_baseline_runs]
-        start = first[0].started_at
-        end = (first[-1].finished_at or first[-1].started_at) + timedelta(seconds=1)
-        data = drift_window(store, gateway, model, suite, start, end)
-        bid = store.pin_baseline(
-            "drift", gateway, model, suite, start, end, "auto: first runs", data.to_dict()
-        )
-        log.info("pinned drift baseline %d for %s/%s %s", bid, gateway, model, suite)
-        row = store.baseline(bid)
-        assert row is not None
-    assert row.id is not None
-    return row.id, Window.from_dict(row.data)
+    if row is not None and row.id is not None:
+        baseline = DriftBaseline.from_dict(row.data)
+        if baseline is None:
+            return None, DriftVerdict(
+                "insufficient_data", needed=cfg.drift.baseline_runs,
+                note=f"baseline {row.id} was pinned by an older version: re-pin it",
+            )  # fmt: skip
+        short = baseline_shortfall(baseline.runs, math.inf, cfg.drift)
+        if short is not None:
+            return None, DriftVerdict(
+                "insufficient_data", needed=short[0],
+                note=f"baseline {row.id} holds {baseline.runs} runs; {short[1]}",
+            )  # fmt: skip
+        return row.id, baseline
+    runs = _usable_runs(store, gateway, model, suite)
+    span = (runs[-1].started_at - runs[0].started_at).total_seconds() if runs else 0.0
+    short = baseline_shortfall(len(runs), span, cfg.drift)
+    if short is not None:
+        return None, DriftVerdict("insufficient_data", needed=short[0], note=short[1])
+    until = runs[-1].started_at + timedelta(seconds=1)
+    return pin_drift_baseline(store, cfg, gateway, model, suite, None, until, "auto: first runs")
 
 
 def analyse_drift(store: Store, cfg: Config, gateway: str, model: str, now: datetime) -> None:
-    """Drift verdicts for every suite of one target (Holm across all of them)."""
+    """Advance every suite's drift detectors of one target over its new runs; store verdicts.
+
+    The false-alarm budget of the target is split evenly over the detectors of all its
+    suites with a baseline. Each verdict carries the monitor state, so the next pass
+    resumes where this one stopped.
+    """
     suites = sorted({r.suite for r in store.runs(gateway, model)})
-    since = now - timedelta(seconds=cfg.drift.window)
-    pairs: dict[str, tuple[Window, Window]] = {}
-    baseline_ids: dict[str, int] = {}
+    baselines: dict[str, tuple[int, DriftBaseline]] = {}
     for suite in suites:
-        base = _ensure_baseline(store, cfg, gateway, model, suite)
-        if base is None:
-            store.save_verdict(
-                "drift",
-                gateway,
-                model,
-                suite,
-                "insufficient_data",
-                None,
-                cfg.drift.alpha,
-                0,
-                None,
-                {
-                    "note": "no baseline yet: one is pinned after "
-                    f"{cfg.drift.auto_baseline_runs} runs",
-                    "needed": cfg.drift.auto_baseline_runs - len(store.runs(gateway, model, suite)),
-                    "metrics": [],
-                },
-            )
-            continue
-        baseline_ids[suite], base_window = base
-        pairs[suite] = (base_window, drift_window(store, gateway, model, suite, since, now))
+        bid, found = _baseline(store, cfg, gateway, model, suite)
+        if bid is None:
+            assert isinstance(found, DriftVerdict)
+            _save_drift(store, gateway, model, suite, found, None, {}, now)
+        else:
+            assert isinstance(found, DriftBaseline)
+            baselines[suite] = (bid, found)
+    detectors = sum(len(b.calibration) for _, b in baselines.values())
+    per_detector = cfg.drift.false_alarms_per_quarter / max(detectors, 1)
     previous = {
-        v.suite or "": v.verdict
+        v.suite or "": v.details
         for v in store.latest_verdicts("drift")
         if (v.gateway, v.model) == (gateway, model)
     }
-    verdicts = evaluate(
-        pairs, alpha=cfg.drift.alpha, min_runs=cfg.drift.min_runs, previous=previous
-    )
-    for suite, verdict in verdicts.items():
-        base_window, recent = pairs[suite]
-        pass_test = next((t for t in verdict.tests if t.metric == "pass_ratio"), None)
-        store.save_verdict(
-            "drift",
-            gateway,
-            model,
-            suite,
-            verdict.verdict,
-            verdict.min_p,
-            cfg.drift.alpha,
-            recent.scored,
-            baseline_ids[suite],
-            {
-                "metrics": [
-                    {**t.__dict__, "baseline_id": baseline_ids[suite]} for t in verdict.tests
-                ],
-                "needed": verdict.needed,
-                "note": verdict.note,
-                "pass_ratio": recent.pass_ratio,
-                "baseline_pass_ratio": base_window.pass_ratio,
-                "p_value": pass_test.p_adjusted if pass_test else None,
-                "window_seconds": cfg.drift.window,
-                "correction": "holm",
+    for suite, (bid, baseline) in baselines.items():
+        monitor = _resume(previous.get(suite), bid)
+        monitor.thresholds(baseline, per_detector)
+        if monitor.last_at is None:  # a fresh monitor starts right after the baseline
+            monitor.last_at = datetime.fromtimestamp(baseline.last_started, UTC).isoformat()
+        last = datetime.fromisoformat(monitor.last_at)
+        for run in store.runs(gateway, model, suite, since=last, until=now):
+            seen = run.started_at <= last or (
+                monitor.last_run_id is not None and run.id is not None
+                and run.id <= monitor.last_run_id
+            )  # fmt: skip
+            if run.status != "running" and not seen:
+                monitor.observe(run_values(store, run), baseline)
+        verdict = verdict_of(monitor, baseline)
+        extra = {
+            "monitor": monitor.to_dict(),
+            "open_gap": _as_dict(monitor.open_gap(now, baseline)),
+            "budget": {
+                "false_alarms_per_quarter": cfg.drift.false_alarms_per_quarter,
+                "detectors": detectors,
+                "per_detector": per_detector,
+                "horizon_runs": baseline.horizon_runs,
             },
-        )
+            "baseline_runs": baseline.runs,
+            "baseline_span_s": baseline.span_s,
+            "interval_s": baseline.interval_s,
+            "pass_ratio": (
+                sum(monitor.recent_pass) / len(monitor.recent_pass)
+                if monitor.recent_pass else None
+            ),
+            "baseline_pass_ratio": baseline.typical.get("pass_rate"),
+        }  # fmt: skip
+        _save_drift(store, gateway, model, suite, verdict, bid, extra, now)
+
+
+def _resume(details: dict[str, Any] | None, baseline_id: int) -> Monitor:
+    """The stored monitor of this baseline, or a fresh one (new or re-pinned baseline)."""
+    state = (details or {}).get("monitor")
+    if isinstance(state, dict) and state.get("baseline_id") == baseline_id:
+        return Monitor.from_dict(state)
+    return Monitor(baseline_id=baseline_id)
+
+
+def _as_dict(gap: Any) -> dict[str, Any] | None:
+    return None if gap is None else dict(gap.__dict__)
+
+
+def _save_drift(
+    store: Store,
+    gateway: str,
+    model: str,
+    suite: str,
+    verdict: DriftVerdict,
+    baseline_id: int | None,
+    extra: dict[str, Any],
+    now: datetime,
+) -> None:
+    n = max((m["n"] for m in verdict.metrics), default=0)
+    worst = max((m["ratio"] or 0.0 for m in verdict.metrics), default=None)
+    store.save_verdict(
+        "drift",
+        gateway,
+        model,
+        suite,
+        verdict.verdict,
+        worst,  # score: the largest statistic / threshold (1 = alarm)
+        None,
+        n,
+        baseline_id,
+        {
+            "method": "run-level CUSUM, block-bootstrap thresholds",
+            "metrics": verdict.metrics,
+            "tripped": verdict.tripped,
+            "needed": verdict.needed,
+            "note": verdict.note,
+            **extra,
+        },
+        created_at=now,
+    )
 
 
 def analyse_cross_protocol(store: Store, cfg: Config, now: datetime) -> None:

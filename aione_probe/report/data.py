@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
@@ -34,6 +34,8 @@ from aione_probe.report.model import (
     PERCENTILES,
     CacheStats,
     Count,
+    DriftDetail,
+    DriftGap,
     EvidenceRow,
     LatencyDay,
     PassRate,
@@ -542,17 +544,67 @@ def _signals(details: dict[str, Any]) -> list[SignalRow]:
 
 
 def _drift_metrics(details: dict[str, Any]) -> list[SignalRow]:
-    """Drift details list one test per metric, as a list or as a {metric: test} mapping."""
+    """One row per run-level detector: its statistic, threshold, alarm and latest run."""
     raw = details.get("metrics")
-    if isinstance(raw, dict):
-        items: Iterable[dict[str, Any]] = (
-            {"signal": name, **value} for name, value in raw.items() if isinstance(value, dict)
+    if isinstance(raw, dict):  # {metric: row}
+        raw = [{"metric": name, **v} for name, v in raw.items() if isinstance(v, dict)]
+    rows = []
+    for m in raw if isinstance(raw, list) else []:
+        if not isinstance(m, dict):
+            continue
+        parts = []
+        if _opt_float(m.get("threshold")) is not None:
+            parts.append(f"threshold {_opt_float(m['threshold']):.4g}")
+        if m.get("alarm_since"):
+            parts.append(f"alarm since {m['alarm_since']}")
+        recent, base = _opt_float(m.get("recent_value")), _opt_float(m.get("baseline_value"))
+        if recent is not None and base is not None:
+            parts.append(f"last run {recent:.4g} vs baseline {base:.4g}")
+        rows.append(
+            SignalRow(
+                signal=str(m.get("metric", m.get("signal", ""))),
+                test=m.get("test"),
+                statistic=_opt_float(m.get("statistic")),
+                p_value=_opt_float(m.get("p_value")),
+                n=_opt_int(m.get("n")),
+                baseline_id=None if m.get("baseline_id") is None else str(m["baseline_id"]),
+                result=m.get("result"),
+                note=" · ".join(parts) or m.get("note"),
+            )
         )
-    elif isinstance(raw, list):
-        items = ({"signal": i.get("metric", i.get("signal", "")), **i} for i in raw)
-    else:
-        return []
-    return _signals({"signals": list(items)})
+    return rows
+
+
+def _drift_detail(suite: str, details: dict[str, Any]) -> DriftDetail:
+    """Tripped metrics, budget and gaps of a drift verdict's details."""
+    monitor = details.get("monitor") if isinstance(details.get("monitor"), dict) else {}
+    gaps = [g for g in monitor.get("gaps") or [] if isinstance(g, dict)]
+    if isinstance(details.get("open_gap"), dict):
+        gaps.append({**details["open_gap"], "end": None})
+    budget = details.get("budget") if isinstance(details.get("budget"), dict) else {}
+    text = ""
+    if budget:
+        text = (
+            f"{budget.get('false_alarms_per_quarter')} false alarm(s) per model per quarter "
+            f"over {budget.get('detectors')} detectors, {budget.get('horizon_runs')} runs "
+            "per quarter"
+        )
+    return DriftDetail(
+        suite=suite,
+        tripped=[str(t) for t in details.get("tripped") or []],
+        note=str(details.get("note") or ""),
+        budget=text,
+        missed_runs=_opt_int(monitor.get("missed_runs")) or 0,
+        gaps=[
+            DriftGap(
+                start=g.get("start"),
+                end=g.get("end"),
+                missed_runs=_opt_int(g.get("missed_runs")) or 0,
+                reasons=", ".join(f"{k} ×{v}" for k, v in (g.get("reasons") or {}).items()),
+            )
+            for g in gaps[-10:]
+        ],
+    )
 
 
 def _verdicts(q: _Query, target: Any, targets: dict[tuple[str, str], TargetReport]) -> None:
@@ -566,8 +618,16 @@ def _verdicts(q: _Query, target: Any, targets: dict[tuple[str, str], TargetRepor
         .order_by(v.c.created_at, v.c.id)
     )
     latest: dict[tuple[str, str, str, str | None, str | None], Any] = {}
+    # Drift: each stored verdict is one point of every detector's statistic / threshold.
+    history: dict[tuple[str, str, str], dict[str, list[tuple[datetime, float]]]] = {}
     for row in q.conn.execute(stmt):
         latest[(row.kind, row.gateway, row.model, row.suite, row.comparison)] = row
+        if row.kind == "drift":
+            points = history.setdefault((row.gateway, row.model, row.suite or ""), {})
+            for m in _json(row.details).get("metrics") or []:
+                ratio = _opt_float(m.get("ratio")) if isinstance(m, dict) else None
+                if ratio is not None:
+                    points.setdefault(str(m.get("metric")), []).append((row.created_at, ratio))
     gateway_wide: list[tuple[str, VerdictView]] = []
     for (kind, gw, model, suite, _), row in sorted(latest.items(), key=lambda kv: str(kv[0])):
         details = _json(row.details)
@@ -598,6 +658,9 @@ def _verdicts(q: _Query, target: Any, targets: dict[tuple[str, str], TargetRepor
         elif kind == "drift":
             view.signals = _drift_metrics(details)
             t.drift.append(view)
+            detail = _drift_detail(suite or "", details)
+            detail.history = history.get((gw, model, suite or ""), {})
+            t.drift_detail[suite or ""] = detail
         else:
             if kind == "cross_protocol":
                 view.signals = _signals(details)

@@ -107,6 +107,30 @@ class VerdictView:
 
 
 @dataclass
+class DriftGap:
+    """Runs that gave the drift detectors nothing (see `aione_probe.analysis.drift.Gap`)."""
+
+    start: str | None
+    end: str | None
+    missed_runs: int
+    reasons: str
+
+
+@dataclass
+class DriftDetail:
+    """One suite's drift detectors: what tripped, the gaps, and statistic / threshold over
+    time (one point per stored verdict in the period, per metric)."""
+
+    suite: str
+    tripped: list[str] = field(default_factory=list)
+    note: str = ""
+    budget: str = ""
+    missed_runs: int = 0
+    gaps: list[DriftGap] = field(default_factory=list)
+    history: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)
+
+
+@dataclass
 class LatencyDay:
     """TTFT and end-to-end percentiles (seconds) of one target on one UTC day."""
 
@@ -223,6 +247,7 @@ class TargetReport:
     authenticity: VerdictView | None = None
     comparisons: list[VerdictView] = field(default_factory=list)
     drift: list[VerdictView] = field(default_factory=list)
+    drift_detail: dict[str, DriftDetail] = field(default_factory=dict)
     consistency: list[VerdictView] = field(default_factory=list)
     pass_by_day: list[PassRate] = field(default_factory=list)
     pass_by_category: list[PassRate] = field(default_factory=list)

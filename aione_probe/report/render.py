@@ -18,7 +18,14 @@ from markupsafe import Markup
 from aione_probe.redact import scrub
 from aione_probe.report.data import PERCENTILES
 from aione_probe.report.model import ReportData, TargetReport, verdict_tone
-from aione_probe.report.svg import Series, bar_chart, column_chart, evidence_chart, line_chart
+from aione_probe.report.svg import (
+    Series,
+    bar_chart,
+    column_chart,
+    evidence_chart,
+    line_chart,
+    threshold_chart,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -105,6 +112,11 @@ def _charts(t: TargetReport) -> dict[str, Markup]:
                 threshold=math.log10(v.threshold),
                 suspect=math.log10(v.suspect_threshold),
                 title=f"Authenticity evidence over time ({v.comparison}, log10 e)",
+            )
+    for suite, detail in t.drift_detail.items():
+        if detail.history:
+            charts[f"drift:{suite}"] = threshold_chart(
+                detail.history, title=f"Drift detectors, {suite}: statistic / threshold"
             )
     if t.spend_by_day:
         charts["spend"] = column_chart(t.spend_by_day, title="Spend per day")

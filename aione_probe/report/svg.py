@@ -1,4 +1,4 @@
-"""Small inline-SVG charts for the HTML report: a line chart over days and bar charts.
+"""Small inline-SVG charts for the HTML report: line charts over days or time, bar charts.
 
 Charts are plain strings of SVG markup, wrapped in `markupsafe.Markup` so jinja2 inserts
 them verbatim. Every piece of text that reaches the markup (labels, titles, series names)
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from html import escape
 
 from markupsafe import Markup
@@ -316,6 +316,82 @@ def evidence_chart(
         parts.append(
             f'<text x="{x_of(i):.1f}" y="{top + plot_h + 16}" text-anchor="middle" {_FONT} '
             f'fill="#444">{_esc(points[i][0][:16].replace("T", " "))}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def threshold_chart(
+    series: dict[str, Sequence[tuple[datetime, float]]],
+    *,
+    title: str,
+    width: int = 520,
+    height: int = 230,
+) -> Markup:
+    """Detector statistics as a fraction of their thresholds over time, with the alarm
+    line at 1: one line per detector, on a linear time axis.
+
+    Args:
+        series: detector name -> (time, statistic / threshold) points.
+        title: accessible title, also drawn above the plot.
+        width: width of the drawing in px.
+        height: height of the drawing in px.
+
+    Returns:
+        The SVG markup, safe to insert into an autoescaped template.
+    """
+    parts = _svg_open(width, height, title)
+    parts.append(f'<text x="4" y="14" {_FONT} font-weight="600">{_esc(title)}</text>')
+    points = [(t, v) for line in series.values() for t, v in line if math.isfinite(v)]
+    if not points:
+        parts.append(f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" {_FONT}>')
+        parts.append("no data</text></svg>")
+        return Markup("".join(parts))
+    left, right, top, bottom = 40, 24, 26, 30
+    legend_h = 16 * math.ceil(len(series) / 3)
+    plot_w, plot_h = width - left - right, height - top - bottom - legend_h
+    y_max = _nice_max(max(1.25, max(v for _, v in points)))
+    t0 = min(t for t, _ in points).timestamp()
+    span = max(max(t for t, _ in points).timestamp() - t0, 1.0)
+
+    def x_of(at: datetime) -> float:
+        return left + (at.timestamp() - t0) / span * plot_w
+
+    def y_of(value: float) -> float:
+        return top + plot_h - min(value, y_max) / y_max * plot_h
+
+    for i in range(5):
+        tick = y_max * i / 4
+        parts.append(
+            f'<line x1="{left}" y1="{y_of(tick):.1f}" x2="{left + plot_w}" y2="{y_of(tick):.1f}" '
+            f'stroke="#d9d9d9" stroke-width="1"/><text x="{left - 6}" y="{y_of(tick) + 4:.1f}" '
+            f'text-anchor="end" {_FONT} fill="#444">{_esc(_fmt(tick))}</text>'
+        )
+    parts.append(
+        f'<line x1="{left}" y1="{y_of(1.0):.1f}" x2="{left + plot_w}" y2="{y_of(1.0):.1f}" '
+        f'stroke="#c00000" stroke-width="1.2" stroke-dasharray="5,3"/>'
+        f'<text x="{left + plot_w}" y="{y_of(1.0) - 4:.1f}" text-anchor="end" {_FONT} '
+        f'fill="#c00000">alarm</text>'
+    )
+    for frac in (0.0, 0.5, 1.0):
+        at = datetime.fromtimestamp(t0 + frac * span, tz=UTC)
+        parts.append(
+            f'<text x="{left + frac * plot_w:.1f}" y="{top + plot_h + 16}" text-anchor="middle" '
+            f'{_FONT} fill="#444">{_esc(at.strftime("%m-%d %H:%M"))}</text>'
+        )
+    for idx, (name, line) in enumerate(sorted(series.items())):
+        colour = PALETTE[idx % len(PALETTE)]
+        coords = " ".join(
+            f"{x_of(t):.1f},{y_of(v):.1f}" for t, v in sorted(line) if math.isfinite(v)
+        )
+        parts.append(
+            f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.6"/>'
+        )
+        lx = left + (idx % 3) * (plot_w / 3)
+        ly = height - legend_h + 16 * (idx // 3) + 4
+        parts.append(
+            f'<rect x="{lx:.1f}" y="{ly:.1f}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{lx + 14:.1f}" y="{ly + 9:.1f}" {_FONT}>{_esc(name)}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))

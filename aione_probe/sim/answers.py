@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aione_probe.templating import GENERATORS, SpecError
+
 _VAR = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _ARITH = re.compile(r"(-?\d+(?:\.\d+)?)\s*([-+*/×x÷])\s*(-?\d+(?:\.\d+)?)")
 # Only prompts that ask for a result count, so "the 2024-2025 report" stays prose.
@@ -46,6 +48,9 @@ class _Entry:
     pattern: re.Pattern[str] | None
     names: list[str]
     answer: Answer
+    # ``gen = "expr"`` vars of the probe (the expected answer of templated arithmetic),
+    # computed from the integers captured from the prompt.
+    exprs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,6 +69,7 @@ class AnswerKey:
             if match is None:
                 continue
             values = dict(zip(entry.names, match.groups(), strict=True))
+            values.update(_computed(entry.exprs, values))
             text = fill_vars(entry.answer.text, values)
             if "{{" in text:
                 return None
@@ -105,7 +111,22 @@ def _add_probe(key: AnswerKey, probe: dict[str, Any]) -> None:
     parts = _VAR.split(prompt)
     # re.split with one group alternates literal text and variable names.
     regex = "".join(re.escape(p) if i % 2 == 0 else "(.+?)" for i, p in enumerate(parts))
-    key.templated.append(_Entry(re.compile(regex, re.DOTALL), names, answer))
+    specs = probe.get("vars") if isinstance(probe.get("vars"), dict) else {}
+    exprs = {k: v for k, v in specs.items() if isinstance(v, dict) and v.get("gen") == "expr"}
+    key.templated.append(_Entry(re.compile(regex, re.DOTALL), names, answer, exprs))
+
+
+def _computed(exprs: dict[str, dict[str, Any]], values: dict[str, str]) -> dict[str, str]:
+    """The expr vars of a templated probe from the values captured in its prompt."""
+    done: dict[str, Any] = {k: int(v) for k, v in values.items() if re.fullmatch(r"-?\d+", v)}
+    out = {}
+    for name, spec in exprs.items():
+        try:
+            done[name] = GENERATORS["expr"].draw(random.Random(0), spec, done)
+        except (KeyError, SpecError):
+            continue  # an operand the prompt does not show: no answer for this one
+        out[name] = str(done[name])
+    return out
 
 
 def _last_user_text(probe: dict[str, Any]) -> str | None:
