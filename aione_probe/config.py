@@ -356,10 +356,28 @@ class ReferencePair(_Model):
 
 
 class AuthenticityConfig(_Model):
-    """Settings of the authenticity verdicts."""
+    """Settings of the authenticity verdicts (anytime-valid monitoring, see README).
+
+    `false_alarms_per_year` is the budget of false ``substituted`` verdicts per target
+    per year, shared by its comparisons; `suspect_alarms_per_year` the looser one for
+    ``suspect``. `runs_per_year` is how many fingerprint runs a year the thresholds assume
+    (default: from the fingerprint suite's interval; 4,380 for a cron schedule).
+    `window` bounds the runs the share estimate and the explanation use; `history` the
+    reference runs the greedy tolerance is learned from, and `min_null_pairs` how many of
+    the reference's repeated greedy answers it needs first. A trust-on-first-use baseline is
+    pinned only after `baseline_min_runs` runs spanning `baseline_min_span`. `alpha` is the
+    level of the window-level tests shown beside the monitor (they never page).
+    """
 
     alpha: float = Field(default=0.01, gt=0, lt=0.5)
     window: Duration = 7 * 86400.0
+    history: Duration = 30 * 86400.0
+    false_alarms_per_year: float = Field(default=0.04, gt=0)
+    suspect_alarms_per_year: float = Field(default=4.0, gt=0)
+    runs_per_year: float | None = Field(default=None, gt=0)
+    baseline_min_runs: int = Field(default=12, ge=1)
+    baseline_min_span: Duration = 86400.0
+    min_null_pairs: int = Field(default=40, ge=2)
     references: list[ReferencePair] = []
 
 

@@ -55,9 +55,14 @@ RUN_STATUSES = ("ok", "failed", "partial", "skipped")
 # A run that produced results counts as a success for staleness: "partial" means some
 # probes failed at the gateway, which the request metrics already report.
 SUCCESS_STATUSES = frozenset({"ok", "partial"})
-AUTHENTICITY_VERDICTS = ("authentic", "suspect", "substituted", "insufficient_data")
+AUTHENTICITY_VERDICTS = (
+    "authentic",
+    "suspect",
+    "substituted",
+    "insufficient_data",
+    "reference_error",
+)
 DRIFT_VERDICTS = ("ok", "regressed", "insufficient_data")
-SIGNAL_RESULTS = ("pass", "fail", "skipped")
 TOKEN_KINDS = ("prompt", "cached_prompt", "completion", "reasoning", "cache_creation")
 ERROR_CLASSES = tuple(k.value for k in FailureKind if k is not FailureKind.ok)
 SLO_OUTCOMES = ("good", "bad")
@@ -73,6 +78,9 @@ SPEED_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
 
 _T = ("gateway", "model")
 _R = ("gateway", "model", "suite")
+# Authenticity verdicts are per comparison (reference:<gw>/<model>, baseline, profile:<id>,
+# overall), a label that stays put when a baseline is re-pinned.
+_A = ("gateway", "model", "comparison")
 
 
 @dataclass(frozen=True)
@@ -183,15 +191,20 @@ METRICS: tuple[MetricSpec, ...] = (
     _spec("drift_missed_runs", "gauge", "runs", _R,
           "Runs since the drift baseline that gave the detectors nothing (failed, skipped "
           "or never made), the open gap included (cached).", store=True),
-    _spec("authenticity_verdict", "enum", "", (*_R, "verdict"),
-          "Authenticity verdict: 1 for the current verdict, 0 for the others (cached).",
+    _spec("authenticity_verdict", "enum", "", (*_A, "verdict"),
+          "Authenticity verdict per comparison: 1 for the current verdict, 0 for the others "
+          "(cached).", store=True),
+    _spec("authenticity_evidence", "gauge", "", _A,
+          "Accumulated authenticity evidence: the e-detector statistic, log10 (cached).",
           store=True),
-    _spec("authenticity_score", "gauge", "ratio", _R,
-          "Authenticity score of the latest verdict (cached).", store=True),
-    _spec("authenticity_signal_p_value", "gauge", "ratio", (*_R, "signal"),
-          "p-value of each authenticity signal's two-sample test (cached).", store=True),
-    _spec("authenticity_signal_result", "enum", "", (*_R, "signal", "result"),
-          "Result of each authenticity signal: 1 for the current result (cached).", store=True),
+    _spec("authenticity_threshold", "gauge", "", (*_A, "level"),
+          "e-detector thresholds, log10: level substituted or suspect (cached).", store=True),
+    _spec("authenticity_substituted_share", "gauge", "ratio", (*_A, "bound"),
+          "Estimated share of substituted requests in the window: bound estimate, low, high "
+          "(cached).", store=True),
+    _spec("authenticity_signal_evidence", "gauge", "", (*_A, "signal"),
+          "Evidence each signal family contributed in the window, log10 e-value (cached).",
+          store=True),
     _spec("cross_protocol_verdict", "enum", "", (*_R, "verdict"),
           "Cross-protocol comparison verdict: the current verdict, value 1 (cached).",
           store=True),
@@ -652,6 +665,12 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _log10(natural_log: Any) -> float | None:
+    """A natural-log evidence value in log10 units (None when absent or infinite)."""
+    value = _number(natural_log)
+    return value / math.log(10) if value is not None else None
+
+
 #: Checks whose ``metadata.outcome`` is exported, and the values it may take (a label).
 FINDINGS: dict[str, frozenset[str]] = {
     "cache": frozenset(
@@ -697,16 +716,23 @@ def _verdict_samples(rows: Iterable[Any]) -> Samples:
             when = (*target, row.kind)
             stamps[when] = max(stamps.get(when, 0.0), _unix(created))
         if row.kind == "authenticity":
-            enum("authenticity_verdict", key, verdict, AUTHENTICITY_VERDICTS)
-            put("authenticity_score", key, _number(row.score))
+            comparison = getattr(row, "comparison", None) or "overall"
+            akey: Labels = (row.gateway, row.model, _bounded(comparison))
+            enum("authenticity_verdict", akey, verdict, AUTHENTICITY_VERDICTS)
+            put("authenticity_evidence", akey, _log10(row.score))
+            for level, field in (("substituted", "threshold"), ("suspect", "suspect_threshold")):
+                value = _number(details.get(field))
+                put("authenticity_threshold", (*akey, level),
+                    math.log10(value) if value and value > 0 else None)  # fmt: skip
+            share = details.get("substitution_share")
+            if isinstance(share, dict):
+                bounds = (("estimate", "estimate"), ("low", "ci_low"), ("high", "ci_high"))
+                for bound, name in bounds:
+                    put("authenticity_substituted_share", (*akey, bound), _number(share.get(name)))
             for sig in details.get("signals") or []:
-                if not isinstance(sig, dict) or "signal" not in sig:
-                    continue
-                labels = (*key, _bounded(sig["signal"]))
-                put("authenticity_signal_p_value", labels, _number(sig.get("p_value")))
-                if "result" in sig:
-                    enum("authenticity_signal_result", labels, _bounded(sig["result"]),
-                         SIGNAL_RESULTS)  # fmt: skip
+                if isinstance(sig, dict) and "signal" in sig:
+                    put("authenticity_signal_evidence", (*akey, _bounded(sig["signal"])),
+                        _log10(sig.get("log_e")))  # fmt: skip
         elif row.kind == "drift":
             enum("drift_verdict", key, verdict, DRIFT_VERDICTS)
             for m in details.get("metrics") or []:

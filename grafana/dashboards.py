@@ -297,10 +297,11 @@ COMPLETION = 'kind="completion"'
 CACHED = 'kind="cached_prompt"'
 PROMPT = 'kind="prompt"'
 CACHE = 'check="cache"'
+OVERALL = 'comparison="overall"'
 AUTH_CODE = (
     "max by (gateway, model) ("
     + " or ".join(
-        f"({m('aione_probe_authenticity_verdict', f'verdict={state!r}')} == 1) * {code}"
+        f"({m('aione_probe_authenticity_verdict', OVERALL + f', verdict={state!r}')} == 1) * {code}"
         for state, code in (
             ("substituted", 2),
             ("suspect", 1),
@@ -695,34 +696,41 @@ def authenticity() -> Dashboard:
     d.add(
         table(
             "Authenticity verdicts",
-            "Current authenticity verdict per target and suite (cached from the store).",
+            "Current authenticity verdict per target and comparison (reference, baseline, "
+            "profile, overall; cached from the store).",
             "none",
             q(f"{m('aione_probe_authenticity_verdict')} == 1", instant=True),
-            q(m("aione_probe_authenticity_score"), instant=True),
-            overrides=[column("A", "Current", "none"), column("B", "Score", "none")],
+            q(m("aione_probe_authenticity_evidence"), instant=True),
+            overrides=[column("A", "Current", "none"), column("B", "Evidence (log10 e)", "none")],
         ),
         timeseries(
-            "Authenticity score",
-            "Score of the latest authenticity verdict per target.",
+            "Accumulated evidence",
+            "e-detector statistic per comparison (log10); the verdict is substituted when it "
+            "reaches the substituted threshold, suspect above the suspect one.",
             "none",
-            q(m("aione_probe_authenticity_score"), "{{gateway}} {{model}} {{suite}}"),
-            defaults={"min": 0, "max": 1},
+            q(m("aione_probe_authenticity_evidence"), "{{gateway}} {{model}} {{comparison}}"),
+            q(
+                m("aione_probe_authenticity_threshold"),
+                "{{gateway}} {{model}} {{comparison}} {{level}} threshold",
+            ),
         ),
         table(
             "Signals",
-            "Result and two-sample-test p-value of every authenticity signal.",
+            "Evidence each signal family contributed in the window (log10 e-value).",
             "none",
-            q(f"{m('aione_probe_authenticity_signal_result')} == 1", instant=True),
-            q(m("aione_probe_authenticity_signal_p_value"), instant=True),
-            overrides=[column("A", "Current", "none"), column("B", "p-value", "none", decimals=4)],
+            q(m("aione_probe_authenticity_signal_evidence"), instant=True),
+            overrides=[column("A", "log10 e", "none", decimals=2)],
             w=24,
         ),
         timeseries(
-            "Signal p-values",
-            "p-values of each signal over time; values under alpha fail the signal.",
-            "none",
-            q(m("aione_probe_authenticity_signal_p_value"), "{{gateway}} {{model}} {{signal}}"),
-            defaults={"custom": {"scaleDistribution": {"type": "log", "log": 10}}},
+            "Substituted share",
+            "Estimated share of requests answered by something else, with its interval.",
+            "percentunit",
+            q(
+                m("aione_probe_authenticity_substituted_share"),
+                "{{gateway}} {{model}} {{comparison}} {{bound}}",
+            ),
+            defaults={"min": 0, "max": 1},
         ),
         timeseries(
             "Verdict age",

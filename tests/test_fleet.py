@@ -325,9 +325,11 @@ def test_schema_2_databases_upgrade_to_fleet_columns(any_url: str) -> None:
         conn.execute(text("ALTER TABLE observation DROP COLUMN location"))
         conn.execute(text("DROP TABLE fleetinstance"))
         conn.execute(text("DROP TABLE fleetsecret"))
-        conn.execute(text("UPDATE schemaversion SET version = 2 WHERE version = 3"))
+        conn.execute(text("ALTER TABLE verdict DROP COLUMN comparison"))  # schema 4
+        conn.execute(text("UPDATE schemaversion SET version = 2 WHERE version = :v"),
+                     {"v": SCHEMA_VERSION})  # fmt: skip
     assert store.schema_version() == 2
-    assert store.migrate() == SCHEMA_VERSION == 3
+    assert store.migrate() == SCHEMA_VERSION == 4
     with store.engine.connect() as conn:
         columns = {c["name"] for c in inspect(conn).get_columns("suiterun")}
         assert {"location", "instance", "slot_at", "reserved"} <= columns

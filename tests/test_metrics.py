@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -56,8 +57,9 @@ class Row:
     details: dict[str, Any] = field(default_factory=dict)
     gateway: str = "aione"
     model: str = "gpt-x"
-    suite: str = "smoke"
+    suite: str | None = "smoke"
     created_at: datetime | None = None
+    comparison: str | None = None
 
 
 @dataclass
@@ -198,15 +200,18 @@ def test_refresh_serves_verdicts_from_memory(pm: ProbeMetrics) -> None:
             Row(
                 "authenticity",
                 "suspect",
-                score=0.25,
-                suite="fingerprint",
+                score=math.log(5000.0),
+                suite=None,
+                comparison="baseline",
                 created_at=created,
                 details={
+                    "threshold": 109500.0,
+                    "suspect_threshold": 1095.0,
+                    "substitution_share": {"estimate": 0.1, "ci_low": 0.02, "ci_high": 0.3},
                     "signals": [
-                        {"signal": "tokenizer", "p_value": 0.001, "statistic": 4.0, "n": 40,
-                         "result": "fail"},
-                        {"signal": "identity", "p_value": None, "result": "skipped"},
-                    ]
+                        {"signal": "greedy", "log_e": math.log(1000.0), "runs": 4},
+                        {"signal": "tokenizer", "log_e": None, "status": "disabled"},
+                    ],
                 },
             ),
             Row("drift", "regressed", suite="golden",
@@ -220,16 +225,20 @@ def test_refresh_serves_verdicts_from_memory(pm: ProbeMetrics) -> None:
         ]
     )  # fmt: skip
     pm.refresh(store)
-    fp = {**T, "suite": "fingerprint"}
+    fp = {**T, "comparison": "baseline"}
     gold = {**T, "suite": "golden"}
     assert val(pm, "aione_probe_authenticity_verdict", {**fp, "verdict": "suspect"}) == 1
     assert val(pm, "aione_probe_authenticity_verdict", {**fp, "verdict": "authentic"}) == 0
-    assert val(pm, "aione_probe_authenticity_score", fp) == 0.25
-    sig = {**fp, "signal": "tokenizer"}
-    assert val(pm, "aione_probe_authenticity_signal_p_value", sig) == 0.001
-    assert val(pm, "aione_probe_authenticity_signal_result", {**sig, "result": "fail"}) == 1
-    assert val(pm, "aione_probe_authenticity_signal_result", {**sig, "result": "pass"}) == 0
-    assert val(pm, "aione_probe_authenticity_signal_p_value", {**fp, "signal": "identity"}) is None
+    assert val(pm, "aione_probe_authenticity_evidence", fp) == pytest.approx(math.log10(5000))
+    thr = val(pm, "aione_probe_authenticity_threshold", {**fp, "level": "substituted"})
+    assert thr == pytest.approx(math.log10(109500))
+    share = val(pm, "aione_probe_authenticity_substituted_share", {**fp, "bound": "high"})
+    assert share == 0.3
+    sig = {**fp, "signal": "greedy"}
+    assert val(pm, "aione_probe_authenticity_signal_evidence", sig) == pytest.approx(3.0)
+    assert (
+        val(pm, "aione_probe_authenticity_signal_evidence", {**fp, "signal": "tokenizer"}) is None
+    )
     assert val(pm, "aione_probe_drift_verdict", {**gold, "verdict": "regressed"}) == 1
     assert val(pm, "aione_probe_drift_verdict", {**gold, "verdict": "ok"}) == 0
     pr, e2e = {**gold, "metric": "pass_rate"}, {**gold, "metric": "e2e_seconds"}
@@ -368,9 +377,10 @@ def test_refresh_accepts_verdicts_without_a_suite() -> None:
     metrics = ProbeMetrics(CollectorRegistry())
     metrics.refresh(store)
     text = generate_latest(metrics.registry).decode()
+    # A row without a comparison (written before schema 4) is the overall verdict.
     assert (
-        'aione_probe_authenticity_verdict{gateway="gw",model="m",suite="",verdict="authentic"} 1.0'
-        in text
+        'aione_probe_authenticity_verdict{comparison="overall",gateway="gw",model="m",'
+        'verdict="authentic"} 1.0' in text
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from aione_probe.errors import FailureKind
+from aione_probe.fingerprint.verdict import AuthenticityVerdict, VerdictKind
 from aione_probe.report import build_report_data, render_report
 from aione_probe.report.model import category_of, slug
 from aione_probe.report.svg import Series, bar_chart, column_chart, line_chart
@@ -116,51 +117,46 @@ def populate(store: Store) -> dict[str, object]:
                 expected["final"] += 10  # type: ignore[operator]
                 expected["final_ok"] += 10  # type: ignore[operator]
             store.finish_run(run_id, "ok", None, observations, checks, finished_at=at)
-    signals = [
-        {
-            "signal": "answer_distribution",
-            "test": "g_test",
-            "statistic": 3.21,
-            "p_value": 0.2011,
-            "n": 120,
-            "baseline_id": 4,
-            "result": "pass",
-            "note": "",
-        },
-        {
-            "signal": "output_length",
-            "test": "ks",
-            "statistic": 0.08,
-            "p_value": 0.5432,
-            "n": 120,
-            "baseline_id": 4,
-            "result": "pass",
-            "note": HOSTILE_LABEL,
-        },
-    ]
     late = DAY0 + timedelta(days=2, hours=12)
+    budget = {"false_alarms_per_year": 0.04, "runs_per_year": 4380.0, "comparisons": 1}
+    common = {"threshold": 109500.0, "suspect_threshold": 1095.0, "budget": budget}
     store.save_verdict(
-        "authenticity",
-        *GOOD,
-        None,
-        "consistent",
-        0.31,
-        0.01,
-        120,
-        None,
-        {"signals": signals, "method": "fisher"},
+        **AuthenticityVerdict(
+            kind=VerdictKind.authentic,
+            gateway=GOOD[0],
+            model=GOOD[1],
+            comparison="overall",
+            reason="3 run(s) scored; evidence below both thresholds",
+            log_evidence=0.7,
+            n=120,
+            signals=(
+                {
+                    "signal": "greedy",
+                    "runs": 3,
+                    "log_e": 1.6,
+                    "p_min": 0.2011,
+                    "status": "ok",
+                    "note": HOSTILE_LABEL,
+                },
+            ),
+            history=(("2025-03-01T00:00:00+00:00", 1, 0.2, 0.2),),
+            share={"estimate": 0.0, "ci_low": 0.0, "ci_high": 0.12, "n": 12, "level": 0.95},
+            **common,
+        ).record(),
         created_at=late,
     )
     store.save_verdict(
-        "authenticity",
-        *ODD,
-        None,
-        "insufficient_data",
-        None,
-        0.01,
-        12,
-        None,
-        {"signals": [], "needed": 200},
+        **AuthenticityVerdict(
+            kind=VerdictKind.insufficient_data,
+            gateway=ODD[0],
+            model=ODD[1],
+            comparison="overall",
+            reason="no reference configured and no baseline pinned yet",
+            log_evidence=float("-inf"),
+            n=12,
+            needed="11 more fingerprint runs before a baseline is pinned",
+            **common,
+        ).record(),
         created_at=late,
     )
     store.save_verdict(
@@ -222,9 +218,9 @@ def test_index_has_a_badge_per_target(report) -> None:
     index = _html(out, "index.html")
     rows = re.findall(r"<tr>\s*<td>(gw-[ab])</td>(.*?)</tr>", index, re.S)
     assert [gw for gw, _ in rows] == ["gw-a", "gw-b"]
-    assert '<span class="badge good">consistent</span>' in rows[0][1]
+    assert '<span class="badge good">authentic</span>' in rows[0][1]
     assert '<span class="badge bad">drift</span>' in rows[0][1]
-    assert "insufficient data" in rows[1][1] and "needs 200" in rows[1][1]
+    assert "insufficient data" in rows[1][1] and "n = 12" in rows[1][1]
     assert "No data for this period" not in index
 
 
@@ -244,8 +240,8 @@ def test_target_page_sections(report) -> None:
         "evidence",
     ):
         assert f'<section id="{section}">' in page, section
-    assert "answer_distribution" in page and "g_test" in page and "0.2011" in page
-    assert "combined by fisher" in page and "α = 0.010" in page
+    assert "per-run e-values" in page and "0.2011" in page and "e-detector" in page
+    assert "Substituted share of requests" in page
     assert "pass_rate" in page and "fisher_exact" in page
     assert "rate_limited" in page  # error class of the retried attempt
     assert "finish_reason length where stop was expected" in page
@@ -258,7 +254,7 @@ def test_sections_without_data_are_left_out(report) -> None:
     page = _html(out, "gw-b--meta_llama_3.html")
     assert '<section id="drift">' not in page and '<section id="cache">' not in page
     assert "<strong>Insufficient data</strong> for an authenticity verdict" in page
-    assert "12 samples in hand, 200 needed" in page
+    assert "12 samples in hand; still needed: 11 more fingerprint runs" in page
 
 
 def test_hostile_model_output_is_inert(report) -> None:
@@ -315,10 +311,11 @@ def test_json_export_matches_the_numbers(report) -> None:
         "unverified_runs": 0,
     }
     assert gw_a["authenticity"]["signals"][0]["p_value"] == 0.2011
+    assert gw_a["authenticity"]["threshold"] == 109500.0
     assert gw_a["drift"][0]["signals"][0]["signal"] == "pass_rate"
     gw_b = next(t for t in doc["targets"] if t["gateway"] == "gw-b")
     assert gw_b["authenticity"]["verdict"] == "insufficient_data"
-    assert gw_b["authenticity"]["needed"] == 200
+    assert gw_b["authenticity"]["needed"].startswith("11 more")
     page = _html(out, "gw-a--gpt-4o.html")
     assert f"{gw_a['ttft_p50'] * 1000:,.0f} ms" in page
     assert f"{gw_a['golden']['rate'] * 100:.1f} %" in page
@@ -381,15 +378,22 @@ def test_comparisons_cross_protocol_and_reconciliation(store: Store, tmp_path: P
         "result": "reject",
     }
     store.save_verdict(
-        "authenticity",
-        *GOOD,
-        "reference:vendor/gpt-4o",
-        "substituted",
-        1e-8,
-        0.005,
-        40,
-        None,
-        {"signals": [signal]},
+        **AuthenticityVerdict(
+            kind=VerdictKind.substituted,
+            gateway=GOOD[0],
+            model=GOOD[1],
+            comparison="reference:vendor/gpt-4o",
+            reason="accumulated evidence crossed the threshold at run 2",
+            log_evidence=14.2,
+            threshold=109500.0,
+            suspect_threshold=1095.0,
+            budget={"false_alarms_per_year": 0.04, "runs_per_year": 4380.0, "comparisons": 1},
+            n=40,
+            history=(
+                ("2025-03-02T00:00:00+00:00", 7, 7.0, 7.0),
+                ("2025-03-02T02:00:00+00:00", 8, 7.2, 14.2),
+            ),
+        ).record(),
         created_at=late,
     )
     store.save_verdict(
@@ -434,6 +438,7 @@ def test_comparisons_cross_protocol_and_reconciliation(store: Store, tmp_path: P
     assert not any("*" in p.name for p in written)  # a gateway-wide verdict is not a target
     page = _html(out, "gw-a--gpt-4o.html")
     assert "Against reference:vendor/gpt-4o" in page
+    assert "Authenticity evidence over time (reference:vendor/gpt-4o" in page
     assert "Cross-protocol consistency and reconciliation" in page
     assert "reconcile_requests gpt-4o requests" in page and "gateway 9 vs probe 12" in page
     assert 'id="consistency"' not in _html(out, "gw-b--meta_llama_3.html")

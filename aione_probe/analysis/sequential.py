@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -136,12 +136,110 @@ class EDetector:
             self.update(e)
         return self.alarm
 
+    def update_log(self, log_e: float) -> bool:
+        """Feed one run's e-value given as its natural log (``-inf`` for 0)."""
+        if math.isnan(log_e):
+            raise ValueError("an e-value's log cannot be NaN")
+        return self.update(math.exp(log_e) if log_e < 700 else math.inf)
+
+    def to_state(self) -> dict[str, float | int | str | None]:
+        """The detector's state as JSON-ready values (history excluded): what the service
+        stores after each run so re-evaluation continues from it instead of recounting."""
+        return {
+            "kind": self.kind,
+            "threshold": self.threshold,
+            "log_stat": None if self.log_stat == -math.inf else self.log_stat,
+            "runs": self.runs,
+            "alarmed_at": self.alarmed_at,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], threshold: float | None = None) -> EDetector:
+        """Rebuild a detector from `to_state` (optionally under a new threshold)."""
+        log_stat = state.get("log_stat")
+        det = cls(
+            threshold=float(threshold if threshold is not None else state["threshold"]),
+            kind=state.get("kind", "cusum"),
+            log_stat=-math.inf if log_stat is None else float(log_stat),
+            runs=int(state.get("runs", 0)),
+        )
+        alarmed = state.get("alarmed_at")
+        if alarmed is not None:
+            det.alarmed_at = int(alarmed)
+        elif det.log_stat >= det.log_threshold:
+            det.alarmed_at = det.runs
+        return det
+
     def reset(self) -> None:
         """Forget all evidence (after a re-pin or an acknowledged change)."""
         self.log_stat = -math.inf
         self.runs = 0
         self.alarmed_at = None
         self.history.clear()
+
+
+@dataclass
+class DetectorBank:
+    """Several e-detectors on parallel e-value streams (one per alternative), as one alarm.
+
+    Each member gets the threshold ``threshold * len(names)``: the expected number of
+    false alarms of the bank is at most the sum of its members', so the bank keeps the
+    budget `threshold` was derived from (a union bound). `log_excess` is the largest
+    member's log statistic minus its log threshold (>= 0 means alarm).
+    """
+
+    threshold: float
+    names: tuple[str, ...]
+    members: dict[str, EDetector] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise ValueError("a detector bank needs at least one member")
+        for name in self.names:
+            self.members.setdefault(name, EDetector(self.member_threshold))
+
+    @property
+    def member_threshold(self) -> float:
+        """Each member's threshold: the bank's times the number of members."""
+        return self.threshold * len(self.names)
+
+    @property
+    def alarm(self) -> bool:
+        """True once any member has alarmed."""
+        return any(d.alarm for d in self.members.values())
+
+    @property
+    def log_stat(self) -> float:
+        """The bank's statistic on the bank-threshold scale: max member log statistic
+        minus log(number of members)."""
+        return max(d.log_stat for d in self.members.values()) - math.log(len(self.names))
+
+    @property
+    def alarmed_at(self) -> int | None:
+        """The first run at which a member alarmed."""
+        runs = [d.alarmed_at for d in self.members.values() if d.alarmed_at is not None]
+        return min(runs) if runs else None
+
+    def update_log(self, log_e: dict[str, float]) -> bool:
+        """Feed one run: the log e-value of every member's stream."""
+        for name in self.names:
+            self.members[name].update_log(log_e[name])
+        return self.alarm
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-ready state of every member (see `EDetector.to_state`)."""
+        return {name: d.to_state() for name, d in self.members.items()}
+
+    @classmethod
+    def from_state(
+        cls, state: dict[str, Any], threshold: float, names: tuple[str, ...]
+    ) -> DetectorBank:
+        """Rebuild a bank from `to_state` under `threshold` (members not in it start fresh)."""
+        bank = cls(threshold, names)
+        for name in names:
+            if name in state:
+                bank.members[name] = EDetector.from_state(state[name], bank.member_threshold)
+        return bank
 
 
 def count_alarms(e_values: Sequence[float], threshold: float, kind: DetectorKind = "cusum") -> int:

@@ -19,6 +19,8 @@ import numpy as np
 from scipy import sparse, stats
 
 DEFAULT_PERMUTATIONS = 49_999
+#: Largest p-value the Cauchy combination uses (see `acat`).
+ACAT_P_MAX = 0.99
 
 
 class InsufficientDataError(ValueError):
@@ -613,58 +615,15 @@ def tokenizer_delta_test(
     )
 
 
-def tokenizer_novelty_test(
-    target: Mapping[str, Sequence[int]],
-    reference: Mapping[str, Sequence[int]],
+def mann_whitney(
+    x: Sequence[float],
+    y: Sequence[float],
     *,
-    noise_floor: float = 1e-3,
-    min_reference: int = 3,
+    min_per_side: int = 5,
+    alternative: str = "two-sided",
 ) -> StatResult:
-    """Token-count deltas of canaries rendered from *different* seeds, per probe.
-
-    Without identical canaries on both sides, a target delta is suspicious when the
-    reference never produced it for that probe. Under the null the chance that a new
-    value is unseen is estimated by Good–Turing, ε_j = max(`noise_floor`,
-    (singletons_j + 1) / (n_j + 1)) for probe j with n_j reference values. The number of
-    unseen target values is compared with a Poisson(Σ ε_j · m_j) tail, which is at least
-    as heavy as the exact Poisson-binomial tail. Canaries whose length is fixed give
-    deterministic deltas, so a different tokenizer shows up in every request.
-
-    Raises:
-        InsufficientDataError: no probe has a target value and `min_reference` reference ones.
-    """
-    k = n = n_ref = 0
-    lam = 0.0
-    for probe, ref_vals in reference.items():
-        tgt = target.get(probe, ())
-        if not tgt or len(ref_vals) < min_reference:
-            continue
-        counts = Counter(ref_vals)
-        singles = sum(1 for c in counts.values() if c == 1)
-        eps = max(noise_floor, (singles + 1) / (len(ref_vals) + 1))
-        k += sum(v not in counts for v in tgt)
-        n += len(tgt)
-        n_ref += len(ref_vals)
-        lam += eps * len(tgt)
-    if not n:
-        raise InsufficientDataError(
-            f"no canary probe with a target value and {min_reference} reference values",
-            min_reference,
-        )
-    p = float(stats.poisson.sf(k - 1, lam)) if k else 1.0
-    return StatResult(
-        "tokenizer_delta_novelty",
-        float(k),
-        p,
-        n,
-        n_ref,
-        method="exact",
-        extra={"unseen": k, "expected_unseen": lam, "share": mismatch_share(k, n).to_dict()},
-    )
-
-
-def mann_whitney(x: Sequence[float], y: Sequence[float], *, min_per_side: int = 5) -> StatResult:
-    """Two-sided Mann–Whitney U test (speed, TTFT, unpaired token deltas).
+    """Mann–Whitney U test of x against y (`alternative` as in SciPy: ``greater`` means
+    x tends to be larger).
 
     Raises:
         InsufficientDataError: fewer than `min_per_side` values on either side.
@@ -676,7 +635,7 @@ def mann_whitney(x: Sequence[float], y: Sequence[float], *, min_per_side: int = 
         raise InsufficientDataError("too few values", short)
     if np.ptp(np.r_[xs, ys]) == 0:
         return StatResult("mann_whitney", 0.0, 1.0, len(xs), len(ys), method="degenerate")
-    res = stats.mannwhitneyu(xs, ys, alternative="two-sided", method="auto")
+    res = stats.mannwhitneyu(xs, ys, alternative=alternative, method="auto")
     return StatResult(
         "mann_whitney",
         float(res.statistic),
@@ -751,6 +710,11 @@ def acat(p_values: Sequence[float], weights: Sequence[float] | None = None) -> f
     w = w / w.sum()
     if np.any(ps == 0.0):
         return 0.0
+    # A p-value of exactly 1 (a degenerate test, a signal with no variation) maps to
+    # tan(-π/2) = -inf and would cancel any evidence in the sum. Capping p at ACAT_P_MAX
+    # bounds each such term at tan(-0.49π) ≈ -31.8; it only moves mass in the far left tail
+    # of the statistic, which the small-α decision never reads.
+    ps = np.minimum(ps, ACAT_P_MAX)
     tiny = ps < 1e-15
     terms = np.where(tiny, 1.0 / (np.maximum(ps, 1e-300) * np.pi), np.tan((0.5 - ps) * np.pi))
     t = float(np.dot(w, terms))

@@ -9,24 +9,19 @@ one-word answers, id/fingerprint shapes, identity labels.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 FAMILIES = ("tokenizer", "categorical", "greedy", "metadata", "identity", "speed")
 
-# Probe-id prefixes used when the caller passes no probe → category map.
-_PREFIX_FAMILY = {
-    "tok": "tokenizer",
-    "cat": "categorical",
-    "greedy": "greedy",
-    "meta": "metadata",
-    "id": "identity",
-    "speed": "speed",
-}
+# The shipped fingerprint suite, whose probes' TOML `category` is the default family map.
+_SHIPPED_SUITE = Path(__file__).resolve().parents[2] / "probes" / "fingerprint.toml"
 _WORD = re.compile(r"\w+", re.UNICODE)
 _HEX = re.compile(r"^[0-9a-f]+$")
 _ALNUM = re.compile(r"^[A-Za-z0-9]+$")
@@ -45,14 +40,23 @@ _VENDORS = (
 )
 
 
+@functools.cache
+def shipped_categories() -> dict[str, str]:
+    """Probe id → family of the shipped ``probes/fingerprint.toml`` (from each probe's
+    TOML ``category``; empty when the file is not there, e.g. in an installed wheel)."""
+    from aione_probe.suites import load_suite  # suites imports the checks, not us
+
+    if not _SHIPPED_SUITE.is_file():
+        return {}
+    return {p.id: p.category for p in load_suite(_SHIPPED_SUITE).probes if p.category}
+
+
 def category_of(probe_id: str, categories: Mapping[str, str] | None = None) -> str | None:
-    """Signal family of a probe: from `categories` (probe id → category) if given there,
-    else from its id prefix (``tok-``, ``cat-``, ``greedy-``, ``meta-``, ``id-``, ``speed-``).
+    """Signal family of a probe: its TOML ``category`` as given in `categories` (probe id →
+    category; by default the shipped fingerprint suite's). Never guessed from the id.
     Returns None for probes that belong to no family."""
-    if categories and probe_id in categories:
-        cat = categories[probe_id]
-        return cat if cat in FAMILIES else None
-    return _PREFIX_FAMILY.get(probe_id.split("-", 1)[0])
+    cat = (shipped_categories() if categories is None else categories).get(probe_id)
+    return cat if cat in FAMILIES else None
 
 
 def is_tokenizer_base(probe_id: str) -> bool:
@@ -85,6 +89,8 @@ class ObsView:
     stream: bool
     chunk_count: int
     tool_calls: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    run_id: int | None = None
+    sample: int = 0
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -151,6 +157,8 @@ def view(obs: Any, categories: Mapping[str, str] | None = None) -> ObsView:
         stream=bool(_get(obs, "stream", False)),
         chunk_count=int(_get(obs, "chunk_count", 0) or 0),
         tool_calls=tuple(tool_calls),
+        run_id=_get(obs, "run_id"),
+        sample=int(_get(obs, "sample", 0) or 0),
     )
 
 

@@ -166,8 +166,8 @@ class Profile:
         """Summarise observation-like objects (see `features.view`) into a profile.
 
         Only probes that belong to a signal family are kept. Tokenizer deltas subtract the
-        base probe's most common prompt_tokens in the same observations, so chat-template
-        overhead cancels.
+        base probe's prompt_tokens of the same run (the most common one when observations
+        carry no run id), so chat-template overhead cancels.
         """
         observations = list(observations)
         views = [v for v in (view(o, categories) for o in observations) if v.category]
@@ -180,9 +180,22 @@ class Profile:
             s.n_ok += 1
             _add(s, v)
         profile = cls(_provenance(observations, gateway, model, source, suite, note, views), probes)
-        base = profile.base_tokens()
+        # Each run's canaries subtract that run's own base count (a substitute answering
+        # only some runs' base prompt must not shift every other run's deltas); views
+        # without a run id fall back to the profile's modal base count.
+        run_base: dict[Any, int] = {}
+        for v in views:
+            if (
+                v.ok
+                and v.prompt_tokens is not None
+                and is_tokenizer_base(v.probe_id)
+                and probes[v.probe_hash].category == "tokenizer"
+            ):
+                run_base.setdefault(v.run_id, v.prompt_tokens)
+        modal = profile.base_tokens()
         for v in views:
             s = probes[v.probe_hash]
+            base = run_base.get(v.run_id, modal) if v.run_id is not None else modal
             if (
                 v.ok
                 and base is not None

@@ -41,12 +41,27 @@ STRONG = frozenset({"tokenizer", "categorical"})
 
 
 class VerdictKind(StrEnum):
-    """Outcome of one authenticity audit of one (gateway, model)."""
+    """Outcome of one authenticity audit of one (gateway, model).
+
+    ``reference_error``: the trusted reference failed, so evidence is paused (never a
+    mismatch).
+    """
 
     authentic = "authentic"
     suspect = "suspect"
     substituted = "substituted"
     insufficient_data = "insufficient_data"
+    reference_error = "reference_error"
+
+
+#: Worst first: a target's overall verdict is the worst of its comparisons'.
+SEVERITY = (
+    VerdictKind.substituted,
+    VerdictKind.suspect,
+    VerdictKind.reference_error,
+    VerdictKind.authentic,
+    VerdictKind.insufficient_data,
+)
 
 
 @dataclass(frozen=True)
@@ -176,3 +191,100 @@ def decide(signals: list[SignalResult], alpha: float = 0.01) -> Verdict:
         "tests": len(tested),
     }
     return Verdict(kind, score, alpha, n, 0, reason, out, combined, baseline)
+
+
+@dataclass(frozen=True)
+class AuthenticityVerdict:
+    """One comparison's monitoring verdict, as stored and as metrics and reports read it.
+
+    `comparison` names what the target was compared with, stably: ``reference:<gw>/<model>``,
+    ``baseline`` (whatever baseline is pinned now; its id is `baseline_id`),
+    ``profile:<id>``, or ``overall`` (the worst of them). `log_evidence` is the natural log
+    of the e-detector's statistic; `threshold` and `suspect_threshold` are on the e-value
+    scale; `budget` says how the threshold was derived (false alarms per year, runs per
+    year, comparisons sharing the budget). `runs` is the per-run evidence of the window
+    (`evidence.RunEvidence` dicts), `history` one ``[started_at, run_id, log_e, log_stat]``
+    per counted run (the evidence-over-time chart), `monitor` the detector state the next
+    evaluation continues from, `signals` a per-family summary, `share` the substituted-share
+    estimate.
+    """
+
+    kind: VerdictKind
+    gateway: str
+    model: str
+    comparison: str
+    reason: str
+    log_evidence: float
+    threshold: float
+    suspect_threshold: float
+    budget: dict[str, Any]
+    n: int = 0
+    needed: str = ""
+    runs: tuple[dict[str, Any], ...] = ()
+    history: tuple[tuple[Any, ...], ...] = ()
+    monitor: dict[str, Any] = field(default_factory=dict)
+    signals: tuple[dict[str, Any], ...] = ()
+    share: dict[str, Any] | None = None
+    baseline_id: int | None = None
+    note: str = ""
+
+    def details(self) -> dict[str, Any]:
+        """The stored ``details`` JSON."""
+        return {
+            "reason": self.reason,
+            "comparison": self.comparison,
+            "log_evidence": self.log_evidence,
+            "threshold": self.threshold,
+            "suspect_threshold": self.suspect_threshold,
+            "budget": self.budget,
+            "needed": self.needed,
+            "runs": list(self.runs),
+            "history": [list(h) for h in self.history],
+            "monitor": self.monitor,
+            "signals": list(self.signals),
+            "substitution_share": self.share,
+            "note": self.note,
+        }
+
+    def record(self) -> dict[str, Any]:
+        """Keyword arguments of `Store.save_verdict` for this verdict."""
+        return {
+            "kind": "authenticity",
+            "gateway": self.gateway,
+            "model": self.model,
+            "suite": None,
+            "comparison": self.comparison,
+            "verdict": str(self.kind),
+            "score": self.log_evidence if self.log_evidence > -1e300 else None,
+            "alpha": None,
+            "n": self.n,
+            "baseline_id": self.baseline_id,
+            "details": self.details(),
+        }
+
+    @classmethod
+    def from_row(cls, row: Any) -> AuthenticityVerdict:
+        """Read a stored verdict row (kind ``authenticity``) back into the typed value."""
+        d = row.details if isinstance(row.details, dict) else {}
+        return cls(
+            kind=VerdictKind(row.verdict)
+            if row.verdict in VerdictKind.__members__
+            else VerdictKind.insufficient_data,
+            gateway=row.gateway,
+            model=row.model,
+            comparison=getattr(row, "comparison", None) or d.get("comparison") or "overall",
+            reason=str(d.get("reason", "")),
+            log_evidence=float(row.score) if row.score is not None else float("-inf"),
+            threshold=float(d.get("threshold") or 0.0),
+            suspect_threshold=float(d.get("suspect_threshold") or 0.0),
+            budget=dict(d.get("budget") or {}),
+            n=int(row.n or 0),
+            needed=str(d.get("needed") or ""),
+            runs=tuple(d.get("runs") or ()),
+            history=tuple(tuple(h) for h in d.get("history") or ()),
+            monitor=dict(d.get("monitor") or {}),
+            signals=tuple(d.get("signals") or ()),
+            share=d.get("substitution_share"),
+            baseline_id=row.baseline_id,
+            note=str(d.get("note", "")),
+        )

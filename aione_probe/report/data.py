@@ -20,6 +20,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from types import SimpleNamespace
 from typing import Any, cast
 
 import numpy as np
@@ -28,6 +29,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from aione_probe.checks import is_quality_check
+from aione_probe.fingerprint.verdict import AuthenticityVerdict
 from aione_probe.report.model import (
     PERCENTILES,
     CacheStats,
@@ -615,11 +617,11 @@ def _verdicts(q: _Query, target: Any, targets: dict[tuple[str, str], TargetRepor
         )
         .order_by(v.c.created_at, v.c.id)
     )
-    latest: dict[tuple[str, str, str, str | None], Any] = {}
+    latest: dict[tuple[str, str, str, str | None, str | None], Any] = {}
     # Drift: each stored verdict is one point of every detector's statistic / threshold.
     history: dict[tuple[str, str, str], dict[str, list[tuple[datetime, float]]]] = {}
     for row in q.conn.execute(stmt):
-        latest[(row.kind, row.gateway, row.model, row.suite)] = row
+        latest[(row.kind, row.gateway, row.model, row.suite, row.comparison)] = row
         if row.kind == "drift":
             points = history.setdefault((row.gateway, row.model, row.suite or ""), {})
             for m in _json(row.details).get("metrics") or []:
@@ -627,7 +629,7 @@ def _verdicts(q: _Query, target: Any, targets: dict[tuple[str, str], TargetRepor
                 if ratio is not None:
                     points.setdefault(str(m.get("metric")), []).append((row.created_at, ratio))
     gateway_wide: list[tuple[str, VerdictView]] = []
-    for (kind, gw, model, suite), row in sorted(latest.items(), key=lambda kv: str(kv[0])):
+    for (kind, gw, model, suite, _), row in sorted(latest.items(), key=lambda kv: str(kv[0])):
         details = _json(row.details)
         view = VerdictView(
             kind=kind,
@@ -648,8 +650,8 @@ def _verdicts(q: _Query, target: Any, targets: dict[tuple[str, str], TargetRepor
                 continue
         t = target(gw, model)
         if kind == "authenticity":
-            view.signals = _signals(details)
-            if suite:  # one comparison (reference, baseline or profile)
+            _authenticity_view(view, row, details)
+            if view.comparison != "overall":  # one comparison (reference, baseline, profile)
                 t.comparisons.append(view)
             else:  # the overall verdict: the worst comparison
                 t.authenticity = view
@@ -666,6 +668,41 @@ def _verdicts(q: _Query, target: Any, targets: dict[tuple[str, str], TargetRepor
     for gw, view in gateway_wide:
         for t in [t for (g, _), t in targets.items() if g == gw]:
             t.consistency.append(view)
+
+
+def _authenticity_view(view: VerdictView, row: Any, details: dict[str, Any]) -> None:
+    """Fill an authenticity view from the typed verdict (`AuthenticityVerdict`)."""
+    v = AuthenticityVerdict.from_row(SimpleNamespace(**{**row._mapping, "details": details}))
+    view.comparison = v.comparison
+    view.reason = v.reason
+    needed = details.get("needed")
+    view.needed = needed if isinstance(needed, int | str) and needed != "" else None
+    view.threshold = v.threshold
+    view.suspect_threshold = v.suspect_threshold
+    view.share = v.share
+    view.budget = v.budget
+    view.note = v.note
+    view.method = "e-detector (e-CUSUM)"
+    view.score = None
+    ln10 = math.log(10)
+    view.evidence = [
+        (str(h[0]), float(h[3]) / ln10)
+        for h in v.history
+        if len(h) >= 4 and h[3] is not None and math.isfinite(float(h[3]))
+    ]
+    view.signals = [
+        SignalRow(
+            signal=str(s.get("signal", "")),
+            test="per-run e-values",
+            statistic=_opt_float(s.get("log_e")) and float(s["log_e"]) / ln10,
+            p_value=_opt_float(s.get("p_min")),
+            n=_opt_int(s.get("runs")),
+            result=s.get("status"),
+            note=s.get("note"),
+        )
+        for s in v.signals
+        if isinstance(s, dict)
+    ]
 
 
 def _reconcile_checks(details: dict[str, Any]) -> list[SignalRow]:

@@ -83,8 +83,17 @@ class VerdictView:
     n: int | None
     baseline_id: str | None
     method: str | None = None
-    needed: int | None = None
+    needed: int | str | None = None
     signals: list[SignalRow] = field(default_factory=list)
+    comparison: str | None = None
+    reason: str | None = None
+    threshold: float | None = None
+    suspect_threshold: float | None = None
+    #: Authenticity: (run start ISO, log10 of the e-detector statistic) per counted run.
+    evidence: list[tuple[str, float]] = field(default_factory=list)
+    share: dict[str, Any] | None = None
+    budget: dict[str, Any] | None = None
+    note: str | None = None
 
     @property
     def insufficient(self) -> bool:

@@ -18,7 +18,14 @@ from markupsafe import Markup
 from aione_probe.redact import scrub
 from aione_probe.report.data import PERCENTILES
 from aione_probe.report.model import ReportData, TargetReport, verdict_tone
-from aione_probe.report.svg import Series, bar_chart, column_chart, line_chart, threshold_chart
+from aione_probe.report.svg import (
+    Series,
+    bar_chart,
+    column_chart,
+    evidence_chart,
+    line_chart,
+    threshold_chart,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -98,6 +105,14 @@ def _charts(t: TargetReport) -> dict[str, Markup]:
         charts["pass_cat"] = bar_chart(
             items, title="Golden pass rate by category", unit="%", max_value=100
         )
+    for v in [t.authenticity, *t.comparisons]:
+        if v is not None and v.threshold and v.suspect_threshold:
+            charts[f"evidence:{v.comparison}"] = evidence_chart(
+                v.evidence,
+                threshold=math.log10(v.threshold),
+                suspect=math.log10(v.suspect_threshold),
+                title=f"Authenticity evidence over time ({v.comparison}, log10 e)",
+            )
     for suite, detail in t.drift_detail.items():
         if detail.history:
             charts[f"drift:{suite}"] = threshold_chart(

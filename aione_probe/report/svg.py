@@ -262,6 +262,65 @@ def column_chart(
     return Markup("".join(parts))
 
 
+def evidence_chart(
+    points: Sequence[tuple[str, float]],
+    *,
+    threshold: float,
+    suspect: float,
+    title: str,
+    width: int = 520,
+    height: int = 200,
+) -> Markup:
+    """Accumulated evidence per run (log10 of the e-detector statistic) against the
+    ``substituted`` and ``suspect`` thresholds (log10), one point per counted run."""
+    parts = _svg_open(width, height, title)
+    parts.append(f'<text x="4" y="14" {_FONT} font-weight="600">{_esc(title)}</text>')
+    if not points:
+        parts.append(f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" {_FONT}>')
+        parts.append("no run counted yet</text></svg>")
+        return Markup("".join(parts))
+    left, right, top, bottom = 56, 24, 26, 30
+    plot_w, plot_h = width - left - right, height - top - bottom
+    values = [max(0.0, v) for _, v in points]
+    y_max = _nice_max(max([*values, threshold * 1.1, 1.0]))
+
+    def x_of(i: int) -> float:
+        return left + (i / max(len(points) - 1, 1)) * plot_w
+
+    def y_of(value: float) -> float:
+        return top + plot_h - min(max(value, 0.0), y_max) / y_max * plot_h
+
+    for i in range(5):
+        tick = y_max * i / 4
+        y = y_of(tick)
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" '
+            f'stroke="#d9d9d9" stroke-width="1"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" {_FONT} fill="#444">'
+            f"{_esc('1e' + _fmt(tick))}</text>"
+        )
+    for level, colour, label in ((threshold, "#c0392b", "substituted"),
+                                 (suspect, "#e69f00", "suspect")):  # fmt: skip
+        y = y_of(level)
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" '
+            f'stroke="{colour}" stroke-dasharray="4 3" stroke-width="1.2"/>'
+            f'<text x="{left + plot_w}" y="{y - 3:.1f}" text-anchor="end" {_FONT} '
+            f'fill="{colour}">{_esc(label)}</text>'
+        )
+    coords = " ".join(f"{x_of(i):.1f},{y_of(v):.1f}" for i, v in enumerate(values))
+    parts.append(
+        f'<polyline points="{coords}" fill="none" stroke="{PALETTE[0]}" stroke-width="1.8"/>'
+    )
+    for i in sorted({0, len(points) - 1}):
+        parts.append(
+            f'<text x="{x_of(i):.1f}" y="{top + plot_h + 16}" text-anchor="middle" {_FONT} '
+            f'fill="#444">{_esc(points[i][0][:16].replace("T", " "))}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
 def threshold_chart(
     series: dict[str, Sequence[tuple[datetime, float]]],
     *,

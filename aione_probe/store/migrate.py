@@ -29,10 +29,11 @@ from aione_probe.store.tables import (
     ObservationRow,
     SchemaVersion,
     SuiteRun,
+    Verdict,
 )
 from aione_probe.types import utcnow
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code reads and writes."""
 
 Migration = Callable[[Connection], None]
@@ -84,7 +85,31 @@ def _add_fleet(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=fleet)
 
 
-MIGRATIONS: dict[int, Migration] = {2: _add_daily_rollups, 3: _add_fleet}
+def _add_verdict_comparison(conn: Connection) -> None:
+    """Version 4: ``verdict.comparison`` (what an authenticity verdict compared with).
+
+    Older authenticity rows packed it into ``suite`` (``reference:…``, ``baseline:<id>``);
+    they move to the new column so a re-pinned baseline keeps one label."""
+    _add_columns(conn, Verdict.__table__, ("comparison",))  # type: ignore[attr-defined]
+    conn.execute(
+        text(
+            "UPDATE verdict SET comparison = CASE WHEN suite LIKE 'baseline:%' THEN 'baseline' "
+            "ELSE suite END, suite = NULL WHERE kind = 'authenticity' AND suite IS NOT NULL"
+        )
+    )
+    conn.execute(
+        text(
+            "UPDATE verdict SET comparison = 'overall' WHERE kind = 'authenticity' "
+            "AND comparison IS NULL"
+        )
+    )
+
+
+MIGRATIONS: dict[int, Migration] = {
+    2: _add_daily_rollups,
+    3: _add_fleet,
+    4: _add_verdict_comparison,
+}
 """Upgrade steps: ``MIGRATIONS[v]`` upgrades a database at version ``v - 1`` to ``v``."""
 
 _PG_LOCK_KEY = 0x41494F4E45  # arbitrary constant: "AIONE"

@@ -515,10 +515,12 @@ class Store:
         baseline_id: int | None,
         details: dict[str, Any],
         *,
+        comparison: str | None = None,
         created_at: datetime | None = None,
     ) -> int:
         """Store one verdict (`kind` is a `VerdictKind` value); return its id.
 
+        `comparison` is set by authenticity verdicts only (see the table's docs).
         `details` may quote a gateway (reconciliation keeps its dashboard's unknown fields):
         it is scrubbed of secrets like every observation.
         """
@@ -527,6 +529,7 @@ class Store:
             "gateway": gateway,
             "model": model,
             "suite": suite,
+            "comparison": comparison,
             "created_at": aware(created_at, "created_at") or utcnow(),
             "verdict": verdict,
             "score": score,
@@ -539,8 +542,9 @@ class Store:
             return conn.execute(insert(Verdict).values(values).returning(Verdict.id)).scalar_one()
 
     def latest_verdicts(self, kind: str | None = None) -> list[Verdict]:
-        """The latest verdict of every (kind, gateway, model, suite), optionally of one kind."""
-        key = (Verdict.kind, Verdict.gateway, Verdict.model, Verdict.suite)
+        """The latest verdict of every (kind, gateway, model, suite, comparison), optionally
+        of one kind."""
+        key = (Verdict.kind, Verdict.gateway, Verdict.model, Verdict.suite, Verdict.comparison)
         where = [] if kind is None else [col(Verdict.kind) == VerdictKind(kind).value]
         return self._all(latest(Verdict, Verdict.created_at, key, where))
 

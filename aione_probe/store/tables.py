@@ -372,6 +372,9 @@ class Verdict(SQLModel, table=True):
     """Table ``verdict``: one judgement of a target by analysis.
 
     ``kind`` is a `VerdictKind` value; ``suite`` is NULL when the verdict spans suites;
+    ``comparison`` says what an authenticity verdict compared the target with
+    (``reference:<gw>/<model>``, ``baseline``, ``profile:<id>``, ``overall``; NULL for
+    other kinds), stable when a baseline is re-pinned;
     ``verdict`` is the outcome label, ``score`` its statistic (e.g. a p-value), ``alpha``
     the significance level used, ``n`` the sample size, ``baseline_id`` the baseline
     compared against (if any), ``details`` whatever the analysis wants to show.
@@ -387,6 +390,7 @@ class Verdict(SQLModel, table=True):
     gateway: str = Field(sa_type=SafeText)
     model: str = Field(sa_type=SafeText)
     suite: str | None = _text_field()
+    comparison: str | None = _text_field()
     created_at: datetime = Field(sa_type=UTCDateTime)
     verdict: str = Field(sa_type=SafeText)
     score: float | None = None
