@@ -26,7 +26,7 @@ from rich.text import Text
 from aione_probe import __version__
 from aione_probe.analysis.authenticity import pin_baseline as pin_authenticity
 from aione_probe.analysis.drift import baseline_shortfall
-from aione_probe.analysis.run import pin_drift_baseline
+from aione_probe.analysis.run import drift_series, pin_drift_baseline, series_name
 from aione_probe.asyncstore import is_disconnect
 from aione_probe.config import Config, key_problems, load_config
 from aione_probe.errors import ConfigError, config_errors
@@ -127,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True)
     sp.add_argument("--kind", choices=["authenticity", "drift"], default="authenticity")
     sp.add_argument("--suite", help="drift only: one suite (default: every suite with runs)")
+    sp.add_argument(
+        "--location",
+        help="drift only, fleet mode: one location (default: each location with runs, "
+        "one baseline per location)",
+    )
     sp.add_argument("--since", type=_when, default="7d", help="window start (default 7d ago)")
     sp.add_argument("--until", type=_when, help="window end (default now)")
     sp = bsub.add_parser("show", help="list baselines")
@@ -487,27 +492,29 @@ def _baseline_pin(args: argparse.Namespace) -> int:
         bid = pin_authenticity(store, args.gateway, args.model, args.since, until)
         console.print(f"pinned authenticity baseline {bid}", highlight=False)
         return EXIT_OK
-    suites = (
-        [args.suite]
-        if args.suite
-        else sorted({r.suite for r in store.runs(args.gateway, args.model)})
-    )
-    if not suites:
-        err.print(f"no runs of {args.gateway}/{args.model} to pin", highlight=False)
+    series = [
+        (suite, location)
+        for suite, location in drift_series(store, args.gateway, args.model)
+        if args.suite in (None, suite) and args.location in (None, location)
+    ]
+    if not series:
+        where = "".join(f" {x}" for x in (args.suite, args.location) if x)
+        err.print(f"no runs of {args.gateway}/{args.model}{where} to pin", highlight=False)
         return EXIT_FAILED
     failed = False
-    for suite in suites:
+    for suite, location in series:
+        name = series_name(suite, location)
         try:
             bid, baseline = pin_drift_baseline(
-                store, cfg, args.gateway, args.model, suite, args.since, until, "pinned"
+                store, cfg, args.gateway, args.model, suite, args.since, until, "pinned", location
             )
         except ValueError as exc:
-            err.print(f"cannot pin a drift baseline for {suite}: {exc}", highlight=False)
+            err.print(f"cannot pin a drift baseline for {name}: {exc}", highlight=False)
             failed = True
             continue
         short = baseline_shortfall(baseline.runs, baseline.span_s, cfg.drift)
         console.print(
-            f"pinned drift baseline {bid} for {suite}: {baseline.runs} runs over "
+            f"pinned drift baseline {bid} for {name}: {baseline.runs} runs over "
             f"{timedelta(seconds=round(baseline.span_s))}"
             + (f" (below the recommended size: {short[1]})" if short else ""),
             highlight=False,

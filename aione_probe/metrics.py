@@ -569,9 +569,16 @@ class ProbeMetrics:
 
         `store` needs ``latest_verdicts(kind=None)`` and ``last_runs(location=)``. The new
         snapshot replaces the old one in one step; scrapes only ever read memory. In fleet
-        mode (`location` set) last runs are this location's: the exposition labels them so.
+        mode (`location` set) last runs and drift verdicts are this location's: the
+        exposition labels them so.
         """
-        verdicts = _verdict_samples(store.latest_verdicts())
+        # Drift is judged per location: an instance exports its own location's verdicts
+        # (a single instance those without a location); other kinds span locations.
+        verdicts = _verdict_samples(
+            v
+            for v in store.latest_verdicts()
+            if v.kind != "drift" or getattr(v, "location", None) == self.location
+        )
         runs = []
         last = store.last_runs(location=self.location) if self.location else store.last_runs()
         for row in last:

@@ -30,6 +30,7 @@ from aione_probe.analysis.drift import (
 from aione_probe.analysis.run import analyse_drift, pin_drift_baseline
 from aione_probe.config import Config, DriftConfig
 from aione_probe.errors import FailureKind
+from aione_probe.metrics import ProbeMetrics
 from aione_probe.report import build_report_data, render_report
 from aione_probe.store import CheckRecord, ObservationRecord, Store
 from aione_probe.types import CheckResult, CheckValue, Observation, Usage
@@ -185,9 +186,18 @@ def _cfg(**drift: object) -> Config:
     )
 
 
-def _run(store: Store, at: datetime, passes: int, *, slow: float = 1.0, status: str = "ok") -> None:
-    """One stored hourly run of `PROBES` probes, `passes` of them passing."""
-    run_id = store.start_run("gw", "m", "golden", 1, 1, True, started_at=at)
+def _run(
+    store: Store,
+    at: datetime,
+    passes: int,
+    *,
+    slow: float = 1.0,
+    status: str = "ok",
+    location: str | None = None,
+) -> None:
+    """One stored hourly run of `PROBES` probes, `passes` of them passing, latencies
+    scaled by `slow`, run from fleet `location` (None: a single instance)."""
+    run_id = store.start_run("gw", "m", "golden", 1, 1, True, started_at=at, location=location)
     if status == "failed":
         store.finish_run(run_id, "failed", "gateway down: connect", [], [], finished_at=at)
         return
@@ -326,3 +336,66 @@ def test_latency_with_timeouts_counts_them(store: Store) -> None:
     assert values.values["ttft_seconds"] == pytest.approx(0.2)
     assert values.values["error_share"] == pytest.approx(2 / 3)
     assert values.timeout_share == pytest.approx(2 / 3)
+
+
+def test_fleet_drift_is_judged_per_location(store: Store) -> None:
+    """Two locations probe one target; only eu slows down: eu's latency detectors trip,
+    us's stay quiet, each on its own baseline, and each location exports its own."""
+    from prometheus_client import CollectorRegistry
+
+    cfg = _cfg()
+    rng = np.random.default_rng(12)
+    at = T0
+
+    def hour(eu_slow: float) -> None:
+        nonlocal at
+        for location, slow in (("eu", eu_slow), ("us", 1.0)):
+            jitter = float(rng.lognormal(0.0, 0.05))  # run-to-run latency noise
+            passes = 10 + int(rng.integers(0, 2))
+            _run(store, at, passes, slow=slow * jitter, location=location)
+        at += timedelta(hours=1)
+
+    def latest() -> dict[str | None, object]:
+        return {v.location: v for v in store.latest_verdicts("drift") if v.suite == "golden"}
+
+    for _ in range(30):
+        hour(1.0)
+    analyse_drift(store, cfg, "gw", "m", at)
+    verdicts = latest()
+    assert set(verdicts) == {"eu", "us"}  # no pooled (location None) verdict
+    assert all(v.verdict == "ok" for v in verdicts.values())
+    active = {b.location: b for b in store.baselines(kind="drift", active_only=True)}
+    assert set(active) == {"eu", "us"}
+    assert {v.baseline_id for v in verdicts.values()} == {active["eu"].id, active["us"].id}
+    assert all(b.data["runs"] == 30 for b in active.values())
+
+    waited = 0
+    while latest()["eu"].verdict != "regressed" and waited < 8:
+        hour(1.6)  # eu's answers take 60 % longer; us unchanged
+        analyse_drift(store, cfg, "gw", "m", at)
+        waited += 1
+    eu, us = latest()["eu"], latest()["us"]
+    assert eu.verdict == "regressed" and waited <= 4
+    assert {"ttft_seconds", "e2e_seconds"} <= set(eu.details["tripped"])
+    assert us.verdict == "ok" and us.details["tripped"] == []
+    assert not any(m["alarm"] for m in us.details["metrics"])
+    # One budget per target, split over every location's detectors.
+    assert eu.details["budget"]["detectors"] == 2 * len(eu.details["metrics"])
+
+    # Each location's instance exports its own verdict; a single instance none of them.
+    labels = {"gateway": "gw", "model": "m", "suite": "golden", "metric": "e2e_seconds"}
+    for location, alarm in (("eu", 1.0), ("us", 0.0), (None, None)):
+        metrics = ProbeMetrics(CollectorRegistry())
+        metrics.location = location
+        metrics.refresh(store)
+        assert metrics.registry.get_sample_value("aione_probe_drift_alarm", labels) == alarm
+
+    # Re-pinning one location (here on too few runs) leaves the other's baseline alone.
+    bid, _ = pin_drift_baseline(store, cfg, "gw", "m", "golden", at - timedelta(hours=6),
+                                at, "pinned", "eu")  # fmt: skip
+    analyse_drift(store, cfg, "gw", "m", at + timedelta(minutes=1))
+    eu, us = latest()["eu"], latest()["us"]
+    assert eu.verdict == "insufficient_data" and f"baseline {bid} holds" in eu.details["note"]
+    assert us.verdict == "ok" and us.baseline_id == active["us"].id
+    assert store.active_baseline("drift", "gw", "m", "golden", "us").id == active["us"].id
+    assert store.active_baseline("drift", "gw", "m", "golden") is None  # nothing pooled

@@ -326,17 +326,25 @@ def test_schema_2_databases_upgrade_to_fleet_columns(any_url: str) -> None:
         conn.execute(text("DROP TABLE fleetinstance"))
         conn.execute(text("DROP TABLE fleetsecret"))
         conn.execute(text("ALTER TABLE verdict DROP COLUMN comparison"))  # schema 4
+        conn.execute(text("DROP INDEX uq_baseline_active"))  # schema 5: location in its key
+        conn.execute(text("ALTER TABLE verdict DROP COLUMN location"))
+        conn.execute(text("ALTER TABLE baseline DROP COLUMN location"))
+        conn.execute(text("CREATE UNIQUE INDEX uq_baseline_active ON baseline "
+                          "(kind, gateway, model, coalesce(suite, '')) WHERE active"))  # fmt: skip
         conn.execute(text("UPDATE schemaversion SET version = 2 WHERE version = :v"),
                      {"v": SCHEMA_VERSION})  # fmt: skip
     assert store.schema_version() == 2
-    assert store.migrate() == SCHEMA_VERSION == 4
+    assert store.migrate() == SCHEMA_VERSION == 5
     with store.engine.connect() as conn:
         columns = {c["name"] for c in inspect(conn).get_columns("suiterun")}
         assert {"location", "instance", "slot_at", "reserved"} <= columns
-        assert "location" in {c["name"] for c in inspect(conn).get_columns("observation")}
+        for table in ("observation", "verdict", "baseline"):
+            assert "location" in {c["name"] for c in inspect(conn).get_columns(table)}
     run = store.run(run_id)
     assert run is not None and run.location is None and run.reserved == 0.0
     store.start_run("gw", "m", "smoke", 1, 2**61, True)  # 62-bit seeds fit after the upgrade
+    for location in ("eu", "us"):  # the re-created active-baseline index keys on location
+        store.pin_baseline("drift", "gw", "m", "smoke", SLOT, SLOT, "auto", {}, location=location)
     assert fleetdb.seed_salt(store)  # the fleet tables exist
     store.close()
 

@@ -495,14 +495,21 @@ def test_only_one_active_baseline_per_key(store: Store) -> None:
     }
     with pytest.raises(exc.IntegrityError), store.engine.begin() as conn:
         conn.execute(insert(Baseline), row)
+    # Fleet mode: each location has its own active drift baseline.
+    eu = store.pin_baseline("drift", "gw", "m", None, T0, T0, "auto", {}, location="eu")
+    assert store.active_baseline("drift", "gw", "m", None, "eu").id == eu
+    assert store.active_baseline("drift", "gw", "m", None).id != eu
+    with pytest.raises(exc.IntegrityError), store.engine.begin() as conn:
+        conn.execute(insert(Baseline), {**row, "location": "eu"})
 
 
 def test_baseline_export_import_round_trip(store: Store, tmp_path) -> None:
     data = {"probes": {"hash-p1": {"pass": 0.9, "n": 40}}, "ttft_s": [0.1, 0.2]}
     start = datetime(2025, 2, 1, tzinfo=UTC)
-    b = store.pin_baseline("drift", "gw", "m", "smoke", start, T0, "auto", data)
+    b = store.pin_baseline("drift", "gw", "m", "smoke", start, T0, "auto", data, location="eu")
     doc = store.export_baseline(b)
     assert doc["window_start"] == start.isoformat() and doc["data"] == data
+    assert doc["location"] == "eu"
 
     with Store(f"sqlite:///{tmp_path}/other.db") as other:
         other.migrate()
@@ -511,10 +518,10 @@ def test_baseline_export_import_round_trip(store: Store, tmp_path) -> None:
         assert {k: v for k, v in again.items() if k != "pinned_at"} == {
             k: v for k, v in doc.items() if k != "pinned_at"
         }
-        assert other.active_baseline("drift", "gw", "m", "smoke").id == imported
+        assert other.active_baseline("drift", "gw", "m", "smoke", "eu").id == imported
 
     reimported = store.import_baseline(doc)
-    assert store.active_baseline("drift", "gw", "m", "smoke").id == reimported != b
+    assert store.active_baseline("drift", "gw", "m", "smoke", "eu").id == reimported != b
     with pytest.raises(LookupError):
         store.export_baseline(12345)
 
@@ -527,6 +534,7 @@ def test_baseline_export_import_round_trip(store: Store, tmp_path) -> None:
         ({"kind": ""}, "kind"),
         ({"data": [1]}, "data"),
         ({"suite": 3}, "suite"),
+        ({"location": ["eu"]}, "location"),
         ({"window_start": "yesterday"}, "window_start"),
         ({"window_end": "2025-03-01T00:00:00"}, "UTC offset"),
     ],

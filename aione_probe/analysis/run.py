@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 SCORED = {CheckValue.passed.value, CheckValue.failed.value, CheckValue.partial.value}
 
+Series = tuple[str, str | None]
+"""One drift series: (suite, fleet location or None), with its own baseline and detectors."""
+
 
 def analyse(store: Store, cfg: Config, now: datetime | None = None) -> None:
     """Recompute drift, authenticity and cross-protocol verdicts for every known target."""
@@ -116,8 +119,35 @@ def _finite_or_inf(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-def _usable_runs(store: Store, gateway: str, model: str, suite: str, **kw: Any) -> list[SuiteRun]:
-    return [r for r in store.runs(gateway, model, suite, **kw) if r.status in ("ok", "partial")]
+def drift_series(store: Store, gateway: str, model: str) -> list[Series]:
+    """The (suite, location) pairs of one target's runs: each has its own drift detectors.
+
+    A fleet's locations are judged apart (a slowdown seen from one region is not diluted
+    by the others); a single instance's runs have no location: one series per suite.
+    """
+    return sorted(
+        {(r.suite, r.location) for r in store.runs(gateway, model)},
+        key=lambda k: (k[0], k[1] or ""),
+    )
+
+
+def series_name(suite: str | None, location: str | None) -> str:
+    """How a drift series is named to people: the suite, ``suite @ location`` in fleet mode."""
+    return (suite or "") + ("" if location is None else f" @ {location}")
+
+
+def _series_runs(
+    store: Store, gateway: str, model: str, suite: str, location: str | None, **kw: Any
+) -> list[SuiteRun]:
+    """Runs of one drift series: exactly this location (None: the runs without one)."""
+    return [r for r in store.runs(gateway, model, suite, **kw) if r.location == location]
+
+
+def _usable_runs(
+    store: Store, gateway: str, model: str, suite: str, location: str | None, **kw: Any
+) -> list[SuiteRun]:
+    runs = _series_runs(store, gateway, model, suite, location, **kw)
+    return [r for r in runs if r.status in ("ok", "partial")]
 
 
 def pin_drift_baseline(
@@ -129,8 +159,10 @@ def pin_drift_baseline(
     since: datetime | None,
     until: datetime,
     source: str,
+    location: str | None = None,
 ) -> tuple[int, DriftBaseline]:
-    """Pin the usable runs of [since, until) as the drift baseline of one suite.
+    """Pin the usable runs of [since, until) as the drift baseline of one suite, from one
+    fleet `location` (None: a single instance's runs).
 
     The thresholds are calibrated here, once, by a block bootstrap of these runs
     (`aione_probe.analysis.changepoint.calibrate`).
@@ -138,26 +170,31 @@ def pin_drift_baseline(
     Raises:
         ValueError: fewer than two usable runs in the window.
     """
-    runs = _usable_runs(store, gateway, model, suite, since=since, until=until)
+    runs = _usable_runs(store, gateway, model, suite, location, since=since, until=until)
     if len(runs) < 2:
-        raise ValueError(f"{len(runs)} usable run(s) of {suite} in the window; need at least 2")
+        raise ValueError(
+            f"{len(runs)} usable run(s) of {series_name(suite, location)} in the window; "
+            "need at least 2"
+        )
     arrays = RunArrays.of([run_values(store, r) for r in runs])
     # Seeded by the runs: re-pinning the same runs gives the same thresholds.
     rng = np.random.default_rng([runs[0].id or 0, runs[-1].id or 0, len(runs)])
     baseline = build_baseline(arrays, cfg.drift, rng, reps=cfg.drift.bootstrap_reps)
     start = runs[0].started_at
     end = (runs[-1].finished_at or runs[-1].started_at) + timedelta(seconds=1)
-    bid = store.pin_baseline("drift", gateway, model, suite, start, end, source, baseline.to_dict())
-    log.info("pinned drift baseline %d for %s/%s %s (%d runs)", bid, gateway, model, suite,
-             len(runs))  # fmt: skip
+    bid = store.pin_baseline(
+        "drift", gateway, model, suite, start, end, source, baseline.to_dict(), location=location
+    )
+    log.info("pinned drift baseline %d for %s/%s %s (%d runs)", bid, gateway, model,
+             series_name(suite, location), len(runs))  # fmt: skip
     return bid, baseline
 
 
 def _baseline(
-    store: Store, cfg: Config, gateway: str, model: str, suite: str
+    store: Store, cfg: Config, gateway: str, model: str, suite: str, location: str | None
 ) -> tuple[int, DriftBaseline] | tuple[None, DriftVerdict]:
     """The active drift baseline, pinned automatically once enough runs span enough time."""
-    row = store.active_baseline("drift", gateway, model, suite)
+    row = store.active_baseline("drift", gateway, model, suite, location)
     if row is not None and row.id is not None:
         baseline = DriftBaseline.from_dict(row.data)
         if baseline is None:
@@ -172,46 +209,48 @@ def _baseline(
                 note=f"baseline {row.id} holds {baseline.runs} runs; {short[1]}",
             )  # fmt: skip
         return row.id, baseline
-    runs = _usable_runs(store, gateway, model, suite)
+    runs = _usable_runs(store, gateway, model, suite, location)
     span = (runs[-1].started_at - runs[0].started_at).total_seconds() if runs else 0.0
     short = baseline_shortfall(len(runs), span, cfg.drift)
     if short is not None:
         return None, DriftVerdict("insufficient_data", needed=short[0], note=short[1])
     until = runs[-1].started_at + timedelta(seconds=1)
-    return pin_drift_baseline(store, cfg, gateway, model, suite, None, until, "auto: first runs")
+    return pin_drift_baseline(
+        store, cfg, gateway, model, suite, None, until, "auto: first runs", location
+    )
 
 
 def analyse_drift(store: Store, cfg: Config, gateway: str, model: str, now: datetime) -> None:
-    """Advance every suite's drift detectors of one target over its new runs; store verdicts.
+    """Advance the drift detectors of every series (`drift_series`: suite, and location in
+    fleet mode) of one target over its new runs; store one verdict per series.
 
     The false-alarm budget of the target is split evenly over the detectors of all its
-    suites with a baseline. Each verdict carries the monitor state, so the next pass
-    resumes where this one stopped.
+    series with a baseline, every location included. Each verdict carries the monitor
+    state, so the next pass resumes where this one stopped.
     """
-    suites = sorted({r.suite for r in store.runs(gateway, model)})
-    baselines: dict[str, tuple[int, DriftBaseline]] = {}
-    for suite in suites:
-        bid, found = _baseline(store, cfg, gateway, model, suite)
+    baselines: dict[Series, tuple[int, DriftBaseline]] = {}
+    for suite, location in drift_series(store, gateway, model):
+        bid, found = _baseline(store, cfg, gateway, model, suite, location)
         if bid is None:
             assert isinstance(found, DriftVerdict)
-            _save_drift(store, gateway, model, suite, found, None, {}, now)
+            _save_drift(store, gateway, model, (suite, location), found, None, {}, now)
         else:
             assert isinstance(found, DriftBaseline)
-            baselines[suite] = (bid, found)
+            baselines[(suite, location)] = (bid, found)
     detectors = sum(len(b.calibration) for _, b in baselines.values())
     per_detector = cfg.drift.false_alarms_per_quarter / max(detectors, 1)
     previous = {
-        v.suite or "": v.details
+        (v.suite or "", v.location): v.details
         for v in store.latest_verdicts("drift")
         if (v.gateway, v.model) == (gateway, model)
     }
-    for suite, (bid, baseline) in baselines.items():
-        monitor = _resume(previous.get(suite), bid)
+    for (suite, location), (bid, baseline) in baselines.items():
+        monitor = _resume(previous.get((suite, location)), bid)
         monitor.thresholds(baseline, per_detector)
         if monitor.last_at is None:  # a fresh monitor starts right after the baseline
             monitor.last_at = datetime.fromtimestamp(baseline.last_started, UTC).isoformat()
         last = datetime.fromisoformat(monitor.last_at)
-        for run in store.runs(gateway, model, suite, since=last, until=now):
+        for run in _series_runs(store, gateway, model, suite, location, since=last, until=now):
             seen = run.started_at <= last or (
                 monitor.last_run_id is not None and run.id is not None
                 and run.id <= monitor.last_run_id
@@ -237,7 +276,7 @@ def analyse_drift(store: Store, cfg: Config, gateway: str, model: str, now: date
             ),
             "baseline_pass_ratio": baseline.typical.get("pass_rate"),
         }  # fmt: skip
-        _save_drift(store, gateway, model, suite, verdict, bid, extra, now)
+        _save_drift(store, gateway, model, (suite, location), verdict, bid, extra, now)
 
 
 def _resume(details: dict[str, Any] | None, baseline_id: int) -> Monitor:
@@ -256,7 +295,7 @@ def _save_drift(
     store: Store,
     gateway: str,
     model: str,
-    suite: str,
+    series: Series,
     verdict: DriftVerdict,
     baseline_id: int | None,
     extra: dict[str, Any],
@@ -268,7 +307,7 @@ def _save_drift(
         "drift",
         gateway,
         model,
-        suite,
+        series[0],
         verdict.verdict,
         worst,  # score: the largest statistic / threshold (1 = alarm)
         None,
@@ -282,6 +321,7 @@ def _save_drift(
             "note": verdict.note,
             **extra,
         },
+        location=series[1],
         created_at=now,
     )
 

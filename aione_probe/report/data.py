@@ -28,6 +28,7 @@ from sqlalchemy import Table, and_, case, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from aione_probe.analysis.run import series_name
 from aione_probe.checks import is_quality_check
 from aione_probe.fingerprint.verdict import AuthenticityVerdict
 from aione_probe.report.model import (
@@ -617,20 +618,25 @@ def _verdicts(q: _Query, target: Any, targets: dict[tuple[str, str], TargetRepor
         )
         .order_by(v.c.created_at, v.c.id)
     )
-    latest: dict[tuple[str, str, str, str | None, str | None], Any] = {}
+    latest: dict[tuple[str, str, str, str | None, str | None, str | None], Any] = {}
     # Drift: each stored verdict is one point of every detector's statistic / threshold.
     history: dict[tuple[str, str, str], dict[str, list[tuple[datetime, float]]]] = {}
     for row in q.conn.execute(stmt):
-        latest[(row.kind, row.gateway, row.model, row.suite, row.comparison)] = row
+        latest[(row.kind, row.gateway, row.model, row.suite, row.comparison, row.location)] = row
         if row.kind == "drift":
-            points = history.setdefault((row.gateway, row.model, row.suite or ""), {})
+            series = series_name(row.suite, row.location)
+            points = history.setdefault((row.gateway, row.model, series), {})
             for m in _json(row.details).get("metrics") or []:
                 ratio = _opt_float(m.get("ratio")) if isinstance(m, dict) else None
                 if ratio is not None:
                     points.setdefault(str(m.get("metric")), []).append((row.created_at, ratio))
     gateway_wide: list[tuple[str, VerdictView]] = []
-    for (kind, gw, model, suite, _), row in sorted(latest.items(), key=lambda kv: str(kv[0])):
+    for (kind, gw, model, suite, _, location), row in sorted(
+        latest.items(), key=lambda kv: str(kv[0])
+    ):
         details = _json(row.details)
+        if kind == "drift":  # one drift series per suite, and per location in fleet mode
+            suite = series_name(suite, location)
         view = VerdictView(
             kind=kind,
             verdict=row.verdict,

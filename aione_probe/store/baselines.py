@@ -24,6 +24,7 @@ class BaselineDoc:
     window_end: datetime
     source: str
     data: dict[str, Any]
+    location: str | None = None
 
 
 def to_document(row: Baseline) -> dict[str, Any]:
@@ -35,6 +36,7 @@ def to_document(row: Baseline) -> dict[str, Any]:
         "gateway": row.gateway,
         "model": row.model,
         "suite": row.suite,
+        "location": row.location,
         "window_start": row.window_start.isoformat(),
         "window_end": row.window_end.isoformat(),
         "pinned_at": row.pinned_at.isoformat(),
@@ -56,8 +58,9 @@ def parse_document(doc: dict[str, Any]) -> BaselineDoc:
     for name in ("kind", "gateway", "model", "source"):
         if not isinstance(doc.get(name), str) or not doc[name]:
             raise ValueError(f"baseline {name} must be a non-empty string")
-    if doc.get("suite") is not None and not isinstance(doc["suite"], str):
-        raise ValueError("baseline suite must be a string or null")
+    for name in ("suite", "location"):  # location: absent in documents of older versions
+        if doc.get(name) is not None and not isinstance(doc[name], str):
+            raise ValueError(f"baseline {name} must be a string or null")
     if not isinstance(doc.get("data"), dict):
         raise ValueError("baseline data must be an object")
     window = []
@@ -78,4 +81,5 @@ def parse_document(doc: dict[str, Any]) -> BaselineDoc:
         window_end=window[1],
         source=doc["source"],
         data=doc["data"],
+        location=doc.get("location"),
     )

@@ -22,6 +22,7 @@ from aione_probe.store import rollup
 from aione_probe.store.engine import WRITE_OPTION
 from aione_probe.store.tables import (
     TABLES,
+    Baseline,
     CheckDay,
     FleetInstance,
     FleetSecret,
@@ -33,7 +34,7 @@ from aione_probe.store.tables import (
 )
 from aione_probe.types import utcnow
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code reads and writes."""
 
 Migration = Callable[[Connection], None]
@@ -105,10 +106,22 @@ def _add_verdict_comparison(conn: Connection) -> None:
     )
 
 
+def _add_drift_location(conn: Connection) -> None:
+    """Version 5: drift is per fleet location. Verdicts and baselines get ``location``
+    (NULL on every older row: a single instance, or a fleet's pooled drift), and the
+    one-active-baseline index takes it into its key."""
+    baselines = Baseline.__table__  # type: ignore[attr-defined]
+    _add_columns(conn, Verdict.__table__, ("location",))  # type: ignore[attr-defined]
+    _add_columns(conn, baselines, ("location",))
+    conn.execute(text("DROP INDEX IF EXISTS uq_baseline_active"))
+    next(i for i in baselines.indexes if i.name == "uq_baseline_active").create(conn)
+
+
 MIGRATIONS: dict[int, Migration] = {
     2: _add_daily_rollups,
     3: _add_fleet,
     4: _add_verdict_comparison,
+    5: _add_drift_location,
 }
 """Upgrade steps: ``MIGRATIONS[v]`` upgrades a database at version ``v - 1`` to ``v``."""
 

@@ -39,15 +39,15 @@ def window(
 
 
 def baseline_key(
-    kind: str, gateway: str, model: str, suite: str | None
+    kind: str, gateway: str, model: str, suite: str | None, location: str | None = None
 ) -> list[ColumnElement[bool]]:
-    """Rows of one baseline key; a None suite matches NULL."""
-    suite_col = col(Baseline.suite)
+    """Rows of one baseline key; a None suite or location matches NULL."""
+    nullable = ((col(Baseline.suite), suite), (col(Baseline.location), location))
     return [
         col(Baseline.kind) == kind,
         col(Baseline.gateway) == gateway,
         col(Baseline.model) == model,
-        suite_col.is_(None) if suite is None else suite_col == suite,
+        *(column.is_(None) if value is None else column == value for column, value in nullable),
     ]
 
 

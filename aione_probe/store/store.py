@@ -516,11 +516,13 @@ class Store:
         details: dict[str, Any],
         *,
         comparison: str | None = None,
+        location: str | None = None,
         created_at: datetime | None = None,
     ) -> int:
         """Store one verdict (`kind` is a `VerdictKind` value); return its id.
 
-        `comparison` is set by authenticity verdicts only (see the table's docs).
+        `comparison` is set by authenticity verdicts only, `location` by drift verdicts of
+        a fleet location (see the table's docs).
         `details` may quote a gateway (reconciliation keeps its dashboard's unknown fields):
         it is scrubbed of secrets like every observation.
         """
@@ -530,6 +532,7 @@ class Store:
             "model": model,
             "suite": suite,
             "comparison": comparison,
+            "location": location,
             "created_at": aware(created_at, "created_at") or utcnow(),
             "verdict": verdict,
             "score": score,
@@ -542,9 +545,12 @@ class Store:
             return conn.execute(insert(Verdict).values(values).returning(Verdict.id)).scalar_one()
 
     def latest_verdicts(self, kind: str | None = None) -> list[Verdict]:
-        """The latest verdict of every (kind, gateway, model, suite, comparison), optionally
-        of one kind."""
-        key = (Verdict.kind, Verdict.gateway, Verdict.model, Verdict.suite, Verdict.comparison)
+        """The latest verdict of every (kind, gateway, model, suite, comparison, location),
+        optionally of one kind."""
+        key = (
+            Verdict.kind, Verdict.gateway, Verdict.model, Verdict.suite, Verdict.comparison,
+            Verdict.location,
+        )  # fmt: skip
         where = [] if kind is None else [col(Verdict.kind) == VerdictKind(kind).value]
         return self._all(latest(Verdict, Verdict.created_at, key, where))
 
@@ -575,8 +581,13 @@ class Store:
         window_end: datetime,
         source: str,
         data: dict[str, Any],
+        *,
+        location: str | None = None,
     ) -> int:
         """Store a baseline as the active one for its key, deactivating the previous one.
+
+        `location` is the fleet location a drift baseline was learnt from (None: a single
+        instance, or authenticity).
 
         Raises:
             ValueError: the window is naive or ends before it starts.
@@ -585,7 +596,7 @@ class Store:
         aware(window_end, "window_end")
         if window_end < window_start:
             raise ValueError("baseline window_end is before window_start")
-        key = baseline_key(kind, gateway, model, suite)
+        key = baseline_key(kind, gateway, model, suite, location)
         with self._write() as conn:
             conn.execute(
                 update(Baseline).where(*key, col(Baseline.active).is_(True)).values(active=False)
@@ -595,6 +606,7 @@ class Store:
                 "gateway": gateway,
                 "model": model,
                 "suite": suite,
+                "location": location,
                 "window_start": window_start,
                 "window_end": window_end,
                 "pinned_at": utcnow(),
@@ -605,10 +617,10 @@ class Store:
             return conn.execute(insert(Baseline).values(values).returning(Baseline.id)).scalar_one()
 
     def active_baseline(
-        self, kind: str, gateway: str, model: str, suite: str | None
+        self, kind: str, gateway: str, model: str, suite: str | None, location: str | None = None
     ) -> Baseline | None:
-        """The active baseline for (kind, gateway, model, suite), if one is pinned."""
-        key = baseline_key(kind, gateway, model, suite)
+        """The active baseline for (kind, gateway, model, suite, location), if one is pinned."""
+        key = baseline_key(kind, gateway, model, suite, location)
         return self._first(select(Baseline).where(*key, col(Baseline.active).is_(True)))
 
     def baseline(self, baseline_id: int) -> Baseline | None:
@@ -650,6 +662,7 @@ class Store:
             ValueError: `doc` is not a valid baseline document (the message says why).
         """
         b = parse_document(doc)
+        window = (b.window_start, b.window_end)
         return self.pin_baseline(
-            b.kind, b.gateway, b.model, b.suite, b.window_start, b.window_end, b.source, b.data
+            b.kind, b.gateway, b.model, b.suite, *window, b.source, b.data, location=b.location
         )

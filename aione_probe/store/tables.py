@@ -374,7 +374,8 @@ class Verdict(SQLModel, table=True):
     ``kind`` is a `VerdictKind` value; ``suite`` is NULL when the verdict spans suites;
     ``comparison`` says what an authenticity verdict compared the target with
     (``reference:<gw>/<model>``, ``baseline``, ``profile:<id>``, ``overall``; NULL for
-    other kinds), stable when a baseline is re-pinned;
+    other kinds), stable when a baseline is re-pinned; ``location`` is the fleet location
+    a drift verdict judges (schema 5; NULL for a single instance and for other kinds);
     ``verdict`` is the outcome label, ``score`` its statistic (e.g. a p-value), ``alpha``
     the significance level used, ``n`` the sample size, ``baseline_id`` the baseline
     compared against (if any), ``details`` whatever the analysis wants to show.
@@ -391,6 +392,7 @@ class Verdict(SQLModel, table=True):
     model: str = Field(sa_type=SafeText)
     suite: str | None = _text_field()
     comparison: str | None = _text_field()
+    location: str | None = _text_field()
     created_at: datetime = Field(sa_type=UTCDateTime)
     verdict: str = Field(sa_type=SafeText)
     score: float | None = None
@@ -405,8 +407,10 @@ class Baseline(SQLModel, table=True):
 
     ``data`` holds the reference itself (kind-specific); ``window_start``/``window_end``
     is the time range it summarises; ``source`` says where it came from (``auto``,
-    ``cli``, ``import``…). At most one row per (kind, gateway, model, suite) is
-    ``active`` (a partial unique index enforces it; NULL suite counts as one value).
+    ``cli``, ``import``…). ``location`` is the fleet location a drift baseline was learnt
+    from (schema 5; NULL for a single instance and for authenticity). At most one row per
+    (kind, gateway, model, suite, location) is ``active`` (a partial unique index enforces
+    it; NULL suite or location counts as one value).
     """
 
     __tablename__ = "baseline"
@@ -417,6 +421,7 @@ class Baseline(SQLModel, table=True):
             "gateway",
             "model",
             text("coalesce(suite, '')"),
+            text("coalesce(location, '')"),
             unique=True,
             sqlite_where=text("active"),
             postgresql_where=text("active"),
@@ -428,6 +433,7 @@ class Baseline(SQLModel, table=True):
     gateway: str = Field(sa_type=SafeText)
     model: str = Field(sa_type=SafeText)
     suite: str | None = _text_field()
+    location: str | None = _text_field()
     window_start: datetime = Field(sa_type=UTCDateTime)
     window_end: datetime = Field(sa_type=UTCDateTime)
     pinned_at: datetime = Field(sa_type=UTCDateTime)
