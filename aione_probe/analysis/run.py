@@ -140,7 +140,8 @@ def _series_runs(
     store: Store, gateway: str, model: str, suite: str, location: str | None, **kw: Any
 ) -> list[SuiteRun]:
     """Runs of one drift series: exactly this location (None: the runs without one)."""
-    return [r for r in store.runs(gateway, model, suite, **kw) if r.location == location]
+    runs = store.runs(gateway, model, suite, location=location, **kw)  # None there pools
+    return [r for r in runs if r.location == location]
 
 
 def _usable_runs(
