@@ -272,7 +272,8 @@ def test_migration_moves_packed_comparisons_out_of_suite(tmp_path) -> None:
     store.migrate()
     with store.engine.begin() as conn:
         conn.execute(text("ALTER TABLE verdict DROP COLUMN comparison"))
-        conn.execute(text("UPDATE schemaversion SET version = 3 WHERE version = 4"))
+        # Back to schema 3 (before the comparison column), whatever the current version.
+        conn.execute(text("UPDATE schemaversion SET version = 3"))
         for suite in ("baseline:7", "reference:r/m", None):
             conn.execute(
                 text(
