@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -150,6 +151,7 @@ def _sample(pid: int, url: str, started: float) -> dict[str, float | None]:
         "scrape_ms": scrape_ms,
         "metrics_kb": len(body) / 1024,
         "loop_lag_ms": health.get("loop_lag_max_ms"),
+        "runs_in_progress": health.get("runs_in_progress"),
     }
 
 
@@ -171,7 +173,7 @@ def _fmt(v: float | None, spec: str = ".1f") -> str:
 
 
 def main() -> int:
-    """Run the soak; returns the exit code (1 if serve died early)."""
+    """Run the soak; returns the exit code (1 if serve died early or did not exit 0)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=65.0)
     ap.add_argument("--sample", type=float, default=30.0, help="seconds between samples")
@@ -179,15 +181,23 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=10.0, help="minutes left out of slopes")
     ap.add_argument("--interval", default="20s", help="smoke suite interval")
     ap.add_argument("--out", type=Path, help="write samples and slopes as JSON")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep serve's folder (log, database, config); always kept when serve exits non-zero",
+    )
+    ap.add_argument("--tail", type=int, default=20, help="last lines of serve's log printed")
     args = ap.parse_args()
-    with faultserver.running() as fs, tempfile.TemporaryDirectory() as tmp:
+    tmp = tempfile.mkdtemp(prefix="aione-soak-")
+    with faultserver.running() as fs:
         fs.models = ["ok", *faultserver.HOSTILE_NAMES]
         fs.keep_seen = 1000
         port = _free_port()
         cfg = _config(fs.base_url, Path(tmp), port, args.interval)
         env = {**os.environ, "SOAK_KEY": "good-key"}
         log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 (closed below)
-        cmd = [sys.executable, "-m", "aione_probe", "serve", "--config", str(cfg)]
+        cmd = [sys.executable, "-X", "faulthandler", "-m", "aione_probe", "serve"]
+        cmd += ["--config", str(cfg)]
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
         url = f"http://127.0.0.1:{port}"
         started = time.monotonic()
@@ -209,7 +219,7 @@ def main() -> int:
                 time.sleep(args.sample)
                 if proc.poll() is not None:
                     print(f"serve exited early with {proc.returncode}")
-                    return 1
+                    break
                 row = _sample(proc.pid, url, started)
                 rows.append(row)
                 if row["t_s"] - last_print >= args.every:
@@ -223,21 +233,45 @@ def main() -> int:
                         flush=True,
                     )
         finally:
+            early = proc.poll() is not None
+            in_flight = None if early else _sample(proc.pid, url, started).get("runs_in_progress")
             proc.send_signal(signal.SIGTERM)
             t0 = time.monotonic()
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                print("serve did not exit within 60 s of SIGTERM; stack dump and kill")
+                # faulthandler (enabled in the child) dumps every thread's stack on SIGABRT.
+                proc.send_signal(signal.SIGABRT)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             drain_s = time.monotonic() - t0
             log.close()
-            db_mb = (Path(tmp) / "soak.db").stat().st_size / 2**20
+            db = Path(tmp) / "soak.db"
+            db_mb = db.stat().st_size / 2**20 if db.exists() else 0.0
             requests = len(fs.seen)
     slopes = _slopes(rows, args.warmup * 60)
     print(f"\nslopes per hour after {args.warmup:g} min warm-up ({len(rows)} samples):")
     for name in SERIES:
         print(f"  {name:13} {_fmt(slopes[name], '+.3f')}")
-    print(f"serve exited {proc.returncode} {drain_s:.1f} s after SIGTERM; db {db_mb:.1f} MB")
+    print(
+        f"serve exited {proc.returncode} {drain_s:.1f} s after SIGTERM "
+        f"({_fmt(in_flight, '.0f')} runs in progress at SIGTERM); db {db_mb:.1f} MB"
+    )
+    log_path = Path(tmp) / "serve.log"
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    print(f"last {min(args.tail, len(lines))} lines of serve's log:")
+    for line in lines[-args.tail :]:
+        print(f"  {line}")
+    failed = early or proc.returncode != 0
+    if failed or args.keep:
+        print(f"serve's log kept: {log_path}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+        print("serve's folder removed (exit 0; --keep keeps it)")
     if args.out:
         doc = {
             "rows": rows,
@@ -251,7 +285,7 @@ def main() -> int:
             "requests_seen_kept": requests,
         }
         args.out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
