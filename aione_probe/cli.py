@@ -370,13 +370,7 @@ async def _serve_async(
             await service.start()
             await service.serve(stop, analysis_interval_s=analysis_interval_s, on_ready=announce)
             if not service.interrupted:
-                # Like the periodic pass: a failing last report is logged, not a crash (the
-                # runs are stored; the next start analyses them). In a fleet one periodic
-                # job computes verdicts, so a leaving instance only writes its report.
-                try:
-                    await service.analyse_and_report(analysis=service.fleet is None)
-                except Exception:
-                    log.exception("final analysis or report failed; observations are stored")
+                await service.analyse_and_report()
         finally:
             await service.aclose()
         if service.interrupted:
