@@ -370,7 +370,7 @@ async def _serve_async(
             await service.start()
             await service.serve(stop, analysis_interval_s=analysis_interval_s, on_ready=announce)
             if not service.interrupted:
-                await service.analyse_and_report()
+                await _last_report(service)
         finally:
             await service.aclose()
         if service.interrupted:
@@ -378,6 +378,16 @@ async def _serve_async(
         if not pending:
             return EXIT_OK
         cfg = pending[-1]
+
+
+async def _last_report(service: Service) -> None:
+    """The pass after a SIGTERM drain. Its failure is logged, not an exit 1: every run is
+    stored already and the next start analyses it (like a failing periodic pass). In a
+    fleet it is a full pass too, serialised with the fleet's own by the analysis lock."""
+    try:
+        await service.analyse_and_report()
+    except Exception:
+        log.exception("final analysis or report failed; the runs are stored")
 
 
 def _stopper(service: Service, stop: asyncio.Event, *, interrupt: bool) -> Callable[[], None]:

@@ -108,6 +108,14 @@ class ProbeScheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
+    async def settle(self) -> None:
+        """Wait until every skipped run the scheduler reported is recorded (call after
+        `pause`: a skip recorded after the store closed would be lost or raise)."""
+        while self._pending:
+            for result in await asyncio.gather(*set(self._pending), return_exceptions=True):
+                if isinstance(result, Exception):
+                    log.error("recording a skipped run failed: %s", result)
+
     def _skipped(self, event: JobExecutionEvent) -> None:
         entry = self._jobs.get(event.job_id)
         if entry is None:

@@ -541,6 +541,7 @@ class Service:
             await self._drain(self.drain_s)
             if scheduler is not None:
                 scheduler.shutdown()
+                await scheduler.settle()
             mine = self.fleet.name if self.fleet is not None else None
             n = await self.astore.call(
                 Store.mark_interrupted_runs, "interrupted by shutdown", instance=mine
@@ -577,10 +578,16 @@ class Service:
 
         A cancelled run stores what it observed so far (see `run_suite`).
         """
+        await asyncio.sleep(0)  # a run the scheduler fired just now registers itself first
         if not self._inflight:
             return
         log.info("waiting up to %.0fs for %d run(s) in progress", grace_s, len(self._inflight))
-        _, pending = await asyncio.wait(set(self._inflight), timeout=grace_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        # Re-read the set: a run can register while the others are awaited.
+        while self._inflight and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._inflight), timeout=left)
+        pending = set(self._inflight)
         for task in pending:
             task.cancel()
         if pending:

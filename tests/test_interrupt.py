@@ -151,3 +151,24 @@ def test_sigterm_keeps_the_drain(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert elapsed > 3.0  # waited for the run beyond the interrupt grace
     assert _runs(tmp_path) == [("ok", "")]
+
+
+def test_sigterm_with_a_failing_last_report_logs_it_and_exits_0(tmp_path: Path) -> None:
+    """The pass after the drain fails (its report directory is a file): logged, exit 0,
+    and the drained run is stored."""
+    listen = f"127.0.0.1:{_free_port()}"
+    with faultserver.running() as server:
+        cfg = _fault_config(tmp_path, server.base_url, listen, "slow:5")
+        (tmp_path / "reports").write_text("not a directory")
+        proc = _start(["serve", "--config", str(cfg)], tmp_path / "r.log")
+        try:
+            _wait_in_flight(listen, proc)
+            _exit_after(proc, signal.SIGTERM, timeout=40)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    log = (tmp_path / "r.log").read_text()
+    assert proc.returncode == 0, log[-2000:]
+    assert "final analysis or report failed; the runs are stored" in log
+    assert "FileExistsError" in log or "NotADirectoryError" in log, log[-2000:]
+    assert _runs(tmp_path) == [("ok", "")]

@@ -45,3 +45,30 @@ async def test_no_overlap_and_skips_are_reported() -> None:
         sched.shutdown()
     assert 1 <= len(started) <= 2
     assert skipped and all(r == "previous run still in progress" for r in skipped)
+
+
+async def test_settle_waits_for_skips_being_recorded() -> None:
+    """A skip is recorded by a task of its own: `settle` (the service's drain) awaits
+    every one, so none is still writing when the store closes."""
+    begun: list[str] = []
+    recorded: list[str] = []
+
+    async def run(suite: SuiteConfig, gateway: str, model: str) -> None:
+        await asyncio.sleep(5.0)
+
+    async def on_skip(suite: SuiteConfig, gateway: str, model: str, reason: str) -> None:
+        begun.append(reason)
+        await asyncio.sleep(1.5)  # a slow store write: the last one outlives the shutdown
+        recorded.append(reason)
+
+    sched = ProbeScheduler(run, on_skip, start_spread_s=0.0)
+    sched.add(SuiteConfig(file="smoke.toml", interval=1), "gw", "m")
+    sched.start()
+    try:
+        await asyncio.sleep(2.5)
+    finally:
+        sched.pause()
+        sched.shutdown()
+    assert begun and len(recorded) < len(begun)  # still writing at shutdown
+    await sched.settle()
+    assert recorded == begun

@@ -424,6 +424,54 @@ def test_concurrent_writers_on_one_file(store_url: str) -> None:
         s.close()
 
 
+def test_exclusive_is_held_by_one_process_at_a_time(store_url: str) -> None:
+    """PostgreSQL: the analysis pass's lock is database-wide (two stores: two processes);
+    SQLite has one instance per file and always grants it."""
+    from aione_probe.analysis.run import ANALYSIS_LOCK, analyse
+    from aione_probe.config import Config
+
+    a, b = Store(store_url), Store(store_url)
+    a.migrate()
+    cfg = Config(gateways=[{"name": "gw", "base_url": "http://127.0.0.1:1", "auth": "none"}])
+    postgres = a.engine.dialect.name == "postgresql"
+    with a.exclusive(ANALYSIS_LOCK) as first:
+        with b.exclusive(ANALYSIS_LOCK) as second:
+            assert first and second is not postgres
+        assert analyse(b, cfg) is not postgres  # a second pass does not run beside the first
+    with b.exclusive(ANALYSIS_LOCK) as again:
+        assert again  # released
+    assert analyse(b, cfg)
+    a.close()
+    b.close()
+
+
+def test_concurrent_pins_of_one_key_leave_one_active(store_url: str) -> None:
+    """Two processes pinning the same baseline at once (an automatic pin and `baseline
+    pin`): every pin succeeds and exactly one is active, the last."""
+    stores = [Store(store_url) for _ in range(2)]
+    stores[0].migrate()
+    errors: list[BaseException] = []
+
+    def work(s: Store) -> None:
+        try:
+            for _ in range(100):
+                s.pin_baseline("drift", "gw", "m", "smoke", T0, T0, "race", {}, location="x")
+        except BaseException as e:  # collected for the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    rows = stores[0].baselines(kind="drift")
+    assert len(rows) == 200
+    assert [r.id for r in rows if r.active] == [max(r.id for r in rows)]
+    for s in stores:
+        s.close()
+
+
 # -- verdicts -----------------------------------------------------------------------------
 
 

@@ -42,9 +42,27 @@ Series = tuple[str, str | None]
 """One drift series: (suite, fleet location or None), with its own baseline and detectors."""
 
 
-def analyse(store: Store, cfg: Config, now: datetime | None = None) -> None:
-    """Recompute drift, authenticity and cross-protocol verdicts for every known target."""
-    now = now or utcnow()
+ANALYSIS_LOCK = "aione-analysis"
+"""The database-wide lock one analysis pass holds (`Store.exclusive`)."""
+
+
+def analyse(store: Store, cfg: Config, now: datetime | None = None) -> bool:
+    """Recompute drift, authenticity and cross-protocol verdicts for every known target.
+
+    One pass at a time per database: in a fleet the periodic pass, a leaving instance's
+    last pass and a one-shot `run` may meet, and two passes would pin the same automatic
+    baseline twice and advance the same detectors twice. A pass that finds another one
+    running returns False at once (that pass covers the same runs); True when it ran.
+    """
+    with store.exclusive(ANALYSIS_LOCK) as mine:
+        if not mine:
+            log.info("another analysis pass is running on this database; this one is skipped")
+            return False
+        _analyse(store, cfg, now or utcnow())
+    return True
+
+
+def _analyse(store: Store, cfg: Config, now: datetime) -> None:
     try:
         analyse_cross_protocol(store, cfg, now)
     except Exception:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import zlib
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -21,6 +22,21 @@ SQLITE_PRAGMAS = (
 )
 WRITE_OPTION = "aione_write"
 """Execution option marking a connection that will write (SQLite: ``BEGIN IMMEDIATE``)."""
+
+
+def lock_key(name: str | int) -> int:
+    """The PostgreSQL advisory-lock key of `name` (an int is used as it is)."""
+    return name if isinstance(name, int) else zlib.crc32(name.encode())
+
+
+def xact_lock(conn: Connection, name: str | int) -> None:
+    """PostgreSQL: wait for the advisory lock `name`, held until the transaction ends.
+
+    SQLite needs none: a writing connection's ``BEGIN IMMEDIATE`` already serialises
+    every writer of the file.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
 
 
 def normalise_url(url: str) -> URL:

@@ -17,7 +17,6 @@ fleet mode live here, as database facts rather than timing arguments:
 from __future__ import annotations
 
 import secrets
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -29,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from aione_probe.store.engine import xact_lock
 from aione_probe.store.queries import window
 from aione_probe.store.store import Store
 from aione_probe.store.tables import FleetInstance, FleetSecret, ObservationRow, RunStatus, SuiteRun
@@ -70,11 +70,6 @@ class SlotRequest:
     estimate: float
     currency: str = "USD"
     skip_reason: str = ""  # record the slot as skipped with this reason (if still free)
-
-
-def _lock(conn: Connection, key: int) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def _ledger(conn: Connection, gateway: str, day_start: datetime) -> float:
@@ -122,7 +117,7 @@ def claim_slot(store: Store, req: SlotRequest, *, live_since: datetime) -> Claim
     try:
         with store._write() as conn:
             # One lock per gateway: the spend ledger is per gateway and day.
-            _lock(conn, zlib.crc32(f"aione-spend:{req.gateway}".encode()))
+            xact_lock(conn, f"aione-spend:{req.gateway}")
             found = conn.execute(
                 select(SuiteRun.id, SuiteRun.instance, SuiteRun.status).where(
                     *key, col(SuiteRun.slot_at) == req.slot_at
@@ -202,7 +197,7 @@ def join_fleet(
     cannot both get in.
     """
     with store._write() as conn:
-        _lock(conn, _JOIN_LOCK_KEY)
+        xact_lock(conn, _JOIN_LOCK_KEY)
         rows = conn.execute(
             select(FleetInstance).where(
                 col(FleetInstance.heartbeat_at) >= live_since,

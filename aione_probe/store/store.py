@@ -8,12 +8,12 @@ method is one transaction; a method that raises has written nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -23,7 +23,7 @@ from aione_probe.errors import FailureKind
 from aione_probe.redact import scrub_value
 from aione_probe.store import rollup
 from aione_probe.store.baselines import parse_document, to_document
-from aione_probe.store.engine import WRITE_OPTION, make_engine, normalise_url
+from aione_probe.store.engine import WRITE_OPTION, lock_key, make_engine, normalise_url, xact_lock
 from aione_probe.store.migrate import current_version, migrate
 from aione_probe.store.queries import R, aware, baseline_key, equal, latest, window
 from aione_probe.store.records import (
@@ -97,6 +97,29 @@ class Store:
             return current_version(conn)
 
     # -- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """Hold the database-wide lock `name` for the block, without waiting for it: yields
+        True when this process holds it, False when another process does.
+
+        PostgreSQL: a session advisory lock on a connection of its own, so every process
+        of a fleet sees it (released by the server if the connection dies). SQLite: always
+        True: one instance owns the file and its store thread runs one call at a time.
+        """
+        if self.engine.dialect.name != "postgresql":
+            yield True
+            return
+        key = {"key": lock_key(name)}
+        with self.engine.connect() as conn:
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar())
+            conn.commit()  # the lock is the session's: no transaction left open meanwhile
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+                    conn.commit()
 
     def _write(self) -> AbstractContextManager[Connection]:
         """A connection in a write transaction (commits on exit, rolls back on error)."""
@@ -598,6 +621,10 @@ class Store:
             raise ValueError("baseline window_end is before window_start")
         key = baseline_key(kind, gateway, model, suite, location)
         with self._write() as conn:
+            # Two pins of one key at once: the second waits, then deactivates the first's
+            # row (without the lock its UPDATE would miss that row and its INSERT would
+            # break the one-active index).
+            xact_lock(conn, f"aione-baseline:{kind}:{gateway}:{model}:{suite}:{location}")
             conn.execute(
                 update(Baseline).where(*key, col(Baseline.active).is_(True)).values(active=False)
             )
