@@ -208,10 +208,18 @@ class GatewayConfig(_Model):
     def key_problem(self) -> tuple[str, str] | None:
         """Why the configured key cannot be used, as (key path, reason); None if it can.
 
-        A gateway declared keyless (``auth = "none"``) or with no key source has none.
-        Requests to a gateway with a problem are never sent (see `GatewayClient`).
+        Only a gateway declared keyless (``auth = "none"``) may have no key source: a
+        forgotten key is an error, not a gateway silently probed without one. Requests to
+        a gateway with a problem are never sent (see `GatewayClient`).
         """
-        return None if self.auth == "none" else _secret_problem(self.api_key_env, self.api_key_file)
+        if self.auth == "none":
+            return None
+        if not (self.api_key_env or self.api_key_file):
+            return "auth", (
+                'no API key source: set api_key_env or api_key_file, or auth = "none" '
+                "for a gateway that takes no key"
+            )
+        return _secret_problem(self.api_key_env, self.api_key_file)
 
 
 class SuiteConfig(_Model):

@@ -336,7 +336,11 @@ async def audit_many(
     suite = load_suite(SUITE)
     top = ALLOCATION[budgets[-1]]
     gw = GatewayConfig(
-        name="sim", base_url=base_url, requests_per_minute=None, max_concurrency=args.concurrency
+        name="sim",
+        base_url=base_url,
+        auth="none",
+        requests_per_minute=None,
+        max_concurrency=args.concurrency,
     )
     tallies = {(s, b): Tally() for s in names for b in budgets}
     cost: dict[int, list[tuple[int, int, int, int]]] = {b: [] for b in budgets}

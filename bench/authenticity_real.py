@@ -171,6 +171,7 @@ def pool_config(name: str, base_url: str, cache: Path) -> Config:
             GatewayConfig(
                 name=name,
                 base_url=f"{base_url}/v1",
+                auth="none",
                 models=[MODEL],
                 requests_per_minute=None,
                 max_concurrency=1,

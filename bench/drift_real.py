@@ -57,6 +57,7 @@ def write_config(work: Path, base_url: str, baseline_runs: int) -> Path:
 [[gateways]]
 name = "llama"
 base_url = "{base_url}/v1"
+auth = "none"
 models = ["{MODEL}"]
 max_concurrency = 1
 requests_per_minute = 6000

@@ -129,6 +129,7 @@ class AioneClient:
         gw = GatewayConfig(
             name="bench",
             base_url=base_url,
+            auth="none",
             max_concurrency=concurrency,
             requests_per_minute=None,
             retries={"max_attempts": 1},

@@ -62,7 +62,7 @@ WARMUP_MIN = 6 * 60
 
 # --- 1. loopback floor ------------------------------------------------------------------------
 async def _measure(base_url: str, n: int) -> tuple[list[float], list[float]]:
-    client = GatewayClient(GatewayConfig(name="bench", base_url=base_url))
+    client = GatewayClient(GatewayConfig(name="bench", base_url=base_url, auth="none"))
     messages = [{"role": "user", "content": "floor"}]
     ttft, e2e = [], []
     try:

@@ -190,6 +190,7 @@ def write_config(
             "[[gateways]]",
             f'name = "{"local" if gateways == 1 else f"local-{i}"}"',
             f'base_url = "{gateway_url}"',
+            'auth = "none"',
             f"models = {json.dumps(models)}",
             "max_concurrency = 64",
             "requests_per_minute = 60000",

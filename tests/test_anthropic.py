@@ -555,7 +555,7 @@ _PROTOCOL_CHECKS = ("usage_total", "usage_max_tokens", "usage_in_stream", "tool_
 
 
 def _gateways(sim: Any) -> list[GatewayConfig]:
-    common = {"requests_per_minute": None, "max_concurrency": 4}
+    common = {"requests_per_minute": None, "max_concurrency": 4, "auth": "none"}
     return [
         GatewayConfig(name="sim-openai", base_url=sim.base_url, **common),
         GatewayConfig(name="sim-anthropic", base_url=sim.url, protocol="anthropic", **common),

@@ -166,7 +166,9 @@ def _config(tmp_path: Path, **auth) -> Config:
     return Config(
         path=tmp_path / "aione.toml",
         probes_dir=str(ROOT / "probes"),
-        gateways=[GatewayConfig(name=g, base_url="http://127.0.0.1:9/v1") for g in ("t", "r")],
+        gateways=[
+            GatewayConfig(name=g, base_url="http://127.0.0.1:9/v1", auth="none") for g in ("t", "r")
+        ],
         suites=[SuiteConfig(file="fingerprint.toml", interval=7200, cheap_only=True)],
         storage={"url": f"sqlite:///{tmp_path / 'store.db'}"},
         authenticity=AuthenticityConfig(

@@ -44,6 +44,7 @@ def _config(tmp_path: Path, urls: dict[str, str]) -> Config:
             GatewayConfig(
                 name=n,
                 base_url=f"{u}/v1",
+                auth="none",
                 models=["smollm2"],
                 max_concurrency=1,
                 requests_per_minute=None,

@@ -22,7 +22,7 @@ PRICE = Price(input=1.0, output=2.0, cached_input=0.5, currency="USD")
 async def _cache_run(script: str) -> tuple[CheckValue, dict]:
     suite = load_suite(ROOT / "probes" / "cache.toml")
     instances = suite.expand(seed=3)
-    gw = GatewayConfig(name="relay", base_url="http://x", requests_per_minute=None)
+    gw = GatewayConfig(name="relay", base_url="http://x", auth="none", requests_per_minute=None)
     with faultserver.running() as server:
         gw = gw.model_copy(update={"base_url": server.base_url})
         async with GatewayClient(gw) as client:

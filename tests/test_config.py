@@ -202,8 +202,25 @@ def test_a_set_key_or_a_keyless_gateway_passes(
     assert main(["check-config", str(path)]) == 2
 
 
+@pytest.mark.parametrize(
+    ("source", "reason", "key"),
+    [
+        (
+            'api_key_env = "AIONE_PROBE_TEST_UNSET_KEY"\n',
+            "environment variable AIONE_PROBE_TEST_UNSET_KEY is not set",
+            "api_key_env",
+        ),
+        ("", "no API key source", "auth"),  # not declared keyless: not implicitly keyless
+    ],
+    ids=["unset-variable", "no-key-source"],
+)
 def test_run_refuses_to_send_without_the_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    source: str,
+    reason: str,
+    key: str,
 ) -> None:
     monkeypatch.delenv("AIONE_PROBE_TEST_UNSET_KEY", raising=False)
     with faultserver.running() as server:
@@ -211,7 +228,7 @@ def test_run_refuses_to_send_without_the_key(
         path.write_text(
             f'probes_dir = "{ROOT / "probes"}"\n'
             f'[[gateways]]\nname = "aione"\nbase_url = "{server.base_url}"\n'
-            'api_key_env = "AIONE_PROBE_TEST_UNSET_KEY"\nmodels = ["ok"]\n'
+            f'{source}models = ["ok"]\n'
             '[[suites]]\nfile = "smoke.toml"\ninterval = "1h"\n'
             f'[storage]\nurl = "sqlite:///{tmp_path / "p.db"}"\n'
             f'[reports]\ndir = "{tmp_path / "reports"}"\n'
@@ -219,9 +236,9 @@ def test_run_refuses_to_send_without_the_key(
         assert main(["run", "--config", str(path)]) == 1
         assert server.seen == []  # nothing was sent
     err = capsys.readouterr().err
-    assert "environment variable AIONE_PROBE_TEST_UNSET_KEY is not set" in err
+    assert reason in err and "gateway aione" in err, err
     with sqlite3.connect(tmp_path / "p.db") as db:
         failures = {r[0] for r in db.execute("select failure from observation")}
         messages = {r[0] for r in db.execute("select error_message from observation")}
     assert failures == {"auth"}
-    assert all("not sent: api_key_env" in m for m in messages), messages
+    assert all(f"not sent: {key}: " in m and reason in m for m in messages), messages

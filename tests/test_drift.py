@@ -181,7 +181,7 @@ def test_pass_residuals_pair_by_probe_and_skip_unknown_ones() -> None:
 def _cfg(**drift: object) -> Config:
     defaults = {"baseline_runs": 24, "baseline_span": 86400.0, "bootstrap_reps": 40}
     return Config(
-        gateways=[{"name": "gw", "base_url": "http://127.0.0.1:1"}],
+        gateways=[{"name": "gw", "base_url": "http://127.0.0.1:1", "auth": "none"}],
         drift={**defaults, **drift},
     )
 

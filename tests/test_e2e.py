@@ -47,6 +47,7 @@ probes_dir = "{ROOT / "probes"}"
 [[gateways]]
 name = "local"
 base_url = "{base_url}"
+auth = "none"
 models = {models}
 max_concurrency = 8
 requests_per_minute = 6000
@@ -252,6 +253,7 @@ def test_shipped_suites_run_unchanged_over_both_protocols(tmp_path: Path) -> Non
 [[gateways]]
 name = "local-anthropic"
 base_url = "{fast.url}"
+auth = "none"
 protocol = "anthropic"
 models = ["sim-large"]
 max_concurrency = 8

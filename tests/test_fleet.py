@@ -28,7 +28,9 @@ SLOT = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 def _cfg(tmp_path: Path, **fleet: object) -> dict:
     return {
-        "gateways": [{"name": "gw", "base_url": "http://127.0.0.1:1/v1", "models": ["m"]}],
+        "gateways": [
+            {"name": "gw", "base_url": "http://127.0.0.1:1/v1", "auth": "none", "models": ["m"]}
+        ],
         "suites": [{"file": "smoke.toml", "interval": "20s"}],
         "fleet": {"url": "postgresql://h/db", "location": "eu-west", **fleet},
     }

@@ -47,6 +47,8 @@ def make_gw(monkeypatch: pytest.MonkeyPatch | None = None, **kw: Any) -> Gateway
         monkeypatch.setenv("AIONE_TEST_KEY", KEY)
         opts["api_key_env"] = "AIONE_TEST_KEY"
     opts.update(kw)
+    if not (opts.get("api_key_env") or opts.get("api_key_file") or "auth" in kw):
+        opts["auth"] = "none"  # a test gateway without a key says so
     return GatewayConfig(**opts)
 
 

@@ -36,6 +36,8 @@ def gw_for(base_url: str, **kw: Any) -> GatewayConfig:
         "timeouts": {"connect": 2, "first_token": 5, "idle": 5, "total": 10},
     }
     opts.update(kw)
+    if not (opts.get("api_key_env") or opts.get("api_key_file") or "auth" in kw):
+        opts["auth"] = "none"  # a test gateway without a key says so
     return GatewayConfig(**opts)
 
 

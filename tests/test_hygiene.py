@@ -27,7 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _gw(base_url: str) -> GatewayConfig:
     return GatewayConfig(
-        name="proxy", base_url=base_url, requests_per_minute=None, retries={"max_attempts": 1}
+        name="proxy",
+        base_url=base_url,
+        auth="none",
+        requests_per_minute=None,
+        retries={"max_attempts": 1},
     )
 
 

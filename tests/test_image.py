@@ -203,7 +203,7 @@ def test_sim_dimensions_match_ratio_and_tier() -> None:
 
 async def run_image_suite(sim: Any, model: str) -> list[tuple[Observation, list[CheckResult]]]:
     suite = load_suite(ROOT / "probes" / "image.toml")
-    gw = GatewayConfig(name="sim", base_url=sim.base_url, requests_per_minute=None)
+    gw = GatewayConfig(name="sim", base_url=sim.base_url, auth="none", requests_per_minute=None)
     out = []
     async with GatewayClient(gw) as client:
         for inst in suite.expand(seed=1):
@@ -257,7 +257,7 @@ async def test_sim_image_faults_fail_the_check(fault: str, reason: str) -> None:
 async def test_sim_refuses_streaming_and_serves_tier_by_model_name() -> None:
     msg = ({"role": "user", "content": "A blue square."},)
     with run_in_thread(default_sim_config(time_scale=0, seed=1)) as sim:
-        gw = GatewayConfig(name="sim", base_url=sim.base_url, requests_per_minute=None)
+        gw = GatewayConfig(name="sim", base_url=sim.base_url, auth="none", requests_per_minute=None)
         async with GatewayClient(gw) as client:
             (streamed,) = await client.chat(
                 ChatRequest(model="gemini-3-pro-image-preview", messages=msg, stream=True)

@@ -47,7 +47,7 @@ name = "{name}"
 base_url = "{base_url}"
 protocol = "{protocol}"
 models = ["smollm2"]
-{'api_key_env = "AIONE_TEST_LITELLM_KEY"' if key else ""}
+{'api_key_env = "AIONE_TEST_LITELLM_KEY"' if key else 'auth = "none"'}
 max_concurrency = 1
 requests_per_minute = 6000
 timeouts = {{ connect = "5s", first_token = "120s", idle = "60s", total = "300s" }}

@@ -31,6 +31,7 @@ url = "sqlite:///{tmp_path / "probe.db"}"
 [[gateways]]
 name = "llama"
 base_url = "{smollm2_server.base_url}/v1"
+auth = "none"
 models = ["smollm2"]
 max_concurrency = 1
 requests_per_minute = 600

@@ -130,6 +130,7 @@ dir = "{tmp / "reports"}"
 [[gateways]]
 name = "fault"
 base_url = "{fault.base_url}"
+auth = "none"
 models = {json.dumps(list(MODELS))}
 max_concurrency = 16
 requests_per_minute = 100000
