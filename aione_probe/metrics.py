@@ -684,6 +684,7 @@ FINDINGS: dict[str, frozenset[str]] = {
         {"hit", "partial_hit", "no_discount", "discount_unverified", "miss", "no_cache_field",
          "timing_hit", "unscored"}
     ),
+    "cache_claims": frozenset({"hit", "discount_unverified", "untested"}),
     "usage_completion_plausible": frozenset(
         {"plausible", "inflated", "deflated", "unmeasured", "unscored"}
     ),

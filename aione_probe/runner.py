@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from aione_probe.asyncstore import AsyncStore
 from aione_probe.checks import CheckContext, run_checks, run_group_checks
+from aione_probe.checks.cache import CLAIMS, judge_claims
 from aione_probe.checks.image import compact_parts
 from aione_probe.checks.plausible import ECHO_PREFIX, measurable
 from aione_probe.checks.plausible import NAME as PLAUSIBLE
@@ -209,7 +210,7 @@ async def run_suite(
     reason = ""
     context = _Context(price, listed_models)
     try:
-        for group in await _run_groups(
+        groups = await _run_groups(
             _group_by_probe(instances),
             target,
             suite,
@@ -220,15 +221,42 @@ async def run_suite(
             otel,
             name,
             progress,
-        ):
+        )
+        for group in groups:
             outcomes.extend(group)
     except asyncio.CancelledError:
         reason = "interrupted by shutdown"
         await _write(astore, run_id, target, name, outcomes, reason, metrics, otel, final=True)
         raise
+    _judge_claims(groups, target, name, context.price, metrics, otel)
     if budget.exhausted and sum(len(o.attempts) for o in outcomes) < len(instances):
         reason = "spend cap reached during the run"
     return await _write(astore, run_id, target, name, outcomes, reason, metrics, otel)
+
+
+def _judge_claims(
+    groups: list[list[_ProbeOutcome]],
+    target: Target,
+    suite_name: str,
+    price: Price | None,
+    metrics: ProbeMetrics | None,
+    otel: OtelExporter | None,
+) -> None:
+    """Cached tokens claimed outside the cache probe are judged by timing too
+    (`judge_claims`); the run-level result is stored with the first claiming probe."""
+    others = [g for g in groups if g and g[0].instance.probe.kind != "cache"]
+    verdict = judge_claims([[o.attempts[-1] for o in g] for g in others], price)
+    if verdict is None:
+        return
+    verdict = replace(verdict, name=CLAIMS)
+    owner = next(
+        o for g in others for o in g if o.attempts[-1].ok and o.attempts[-1].usage.cached_tokens
+    )
+    owner.group_checks.append(verdict)
+    if metrics is not None:
+        metrics.observe_checks(target.gateway, target.model, suite_name, [verdict])
+    if otel is not None:
+        otel.observe_checks(target.gateway, target.model, suite_name, [verdict])
 
 
 @dataclass(frozen=True)

@@ -103,3 +103,80 @@ async def test_unverified_discount_is_exported_and_reported_as_claimed_not_saved
     assert target["cache"]["unverified_runs"] == 1
     (page,) = [p for p in (tmp_path / "reports").glob("*.html") if p.name != "index.html"]
     assert "Claimed saving, unverified (1 runs)" in page.read_text()
+
+
+# -- cached tokens claimed outside the cache probe -------------------------------------------
+
+
+def _claims_suite(folder: Path, probes: int = 4, samples: int = 6) -> Path:
+    """Ordinary probes (no cache group check) with long prompts, each sampled `samples`
+    times: the scripted relays cache by prompt, so every sample after the first claims."""
+    lines = ['[suite]\nid = "claims"\nversion = 1\n']
+    for p in range(probes):
+        words = " ".join(f"w{p}x{i}" for i in range(1500))  # ~2,000 prompt tokens
+        lines.append(
+            f'[[probe]]\nid = "long-{p}"\nprompt = "Say OK. {words}"\nmax_tokens = 4\n'
+            f"samples = {samples}\nstream = true\n"
+        )
+    path = folder / "claims.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+async def _claims_run(script: str, tmp_path: Path) -> dict:
+    """One run of the claims suite through the runner: the stored `cache_claims` result."""
+    from aione_probe.asyncstore import AsyncStore
+    from aione_probe.runner import Target, run_suite
+    from aione_probe.store import Store
+
+    suite = load_suite(_claims_suite(tmp_path))
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    store.migrate()
+    astore = AsyncStore(store)
+    gw = GatewayConfig(name="relay", base_url="http://x", auth="none", requests_per_minute=None)
+    try:
+        with faultserver.running() as server:
+            gw = gw.model_copy(update={"base_url": server.base_url})
+            async with GatewayClient(gw) as client:
+                await run_suite(Target("relay", script), suite, client=client, astore=astore,
+                                price=PRICE, seed=1)  # fmt: skip
+        results = [c for c in store.check_results() if c.name == "cache_claims"]
+    finally:
+        astore.close()
+        store.close()
+    assert len(results) == 1, results
+    return {"value": results[0].value, **(results[0].meta or {})}
+
+
+async def test_claims_outside_the_cache_probe_without_speed_up_are_unverified(
+    tmp_path: Path,
+) -> None:
+    meta = await _claims_run("cache:fake", tmp_path)
+    assert meta["n_claimed"] == 20 and meta["probes_compared"] == 4  # 5 repeats of 4 probes
+    assert meta["value"] == CheckValue.failed.value and meta["outcome"] == "discount_unverified"
+    assert meta["timing_p"] > 0.5 and not meta["verified"] and meta["saved"] > 0
+
+
+async def test_claims_outside_the_cache_probe_with_a_real_speed_up_are_verified(
+    tmp_path: Path,
+) -> None:
+    meta = await _claims_run("cache:real", tmp_path)
+    assert meta["value"] == CheckValue.passed.value and meta["outcome"] == "hit"
+    assert meta["verified"]
+    assert meta["timing_p"] < 0.01 and meta["ttft_ratio_median"] < 0.5
+
+
+def test_claims_with_nothing_to_compare_are_untested_and_no_claim_is_no_result() -> None:
+    from aione_probe.checks.cache import judge_claims
+    from aione_probe.types import Observation, Usage
+
+    def answer(ttft: float, cached: int | None) -> Observation:
+        usage = Usage(prompt_tokens=2000, completion_tokens=1, total_tokens=2001,
+                      cached_tokens=cached, raw={})  # fmt: skip
+        return Observation(gateway="g", model="m", usage=usage, first_token_s=ttft, end_s=ttft,
+                           stream=True)  # fmt: skip
+
+    assert judge_claims([[answer(0.2, 0), answer(0.2, None)]], PRICE) is None
+    only_claims = judge_claims([[answer(0.1, 1800)], [answer(0.1, 1800), answer(0.1, 1800)]], PRICE)
+    assert only_claims is not None and only_claims.value is CheckValue.unscored
+    assert only_claims.metadata["outcome"] == "untested" and not only_claims.metadata["verified"]

@@ -83,7 +83,7 @@ _REGISTRY: dict[str, CheckDef] = {}
 #: Checks about the protocol and the bill rather than answer quality: reported apart and
 #: never counted in golden pass rates or quality drift.
 PROTOCOL_CHECKS = frozenset(
-    {"finish_reason", "cache", "prompt_tokens_consistent", "image", "model_name"}
+    {"finish_reason", "cache", "cache_claims", "prompt_tokens_consistent", "image", "model_name"}
 )
 
 

@@ -16,13 +16,15 @@ and hits in time so a slow minute does not fall on one side only.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from scipy.stats import mannwhitneyu
 
 from aione_probe.checks._registry import CheckContext, CheckSpecError, group_check, result
 from aione_probe.checks._util import keys, typed
-from aione_probe.cost import cost_of, full_price_cost
+from aione_probe.cost import Price, cost_of, full_price_cost
 from aione_probe.types import CheckResult, CheckValue, Observation
 
 DEFAULT_MIN_HIT_RATIO = 0.5
@@ -75,8 +77,7 @@ def timing_test(misses: list[float], hits: list[float], alpha: float) -> dict[st
     return out
 
 
-def _savings(hits: list[Observation], ctx: CheckContext) -> dict[str, Any]:
-    price = ctx.price
+def _savings(hits: list[Observation], price: Price | None) -> dict[str, Any]:
     if price is None:
         return {"saved": None, "currency": None, "discount": None}
     billed = [cost_of(o.usage, price) for o in hits]
@@ -175,7 +176,7 @@ def cache(
         "ttft_first_s": first.ttft_s,
         "ttft_cached_median_s": ttft_cached,
         "ttft_ratio": ttft_cached / first.ttft_s if ttft_cached and first.ttft_s else None,
-        **_savings(hits, ctx),
+        **_savings(hits, ctx.price),
     }
     answer = f"{len(hits)}/{len(repeats)} repeats hit"
     min_ratio = params.get("min_hit_ratio", DEFAULT_MIN_HIT_RATIO)
@@ -212,3 +213,96 @@ def cache(
             **meta,
         )
     ]
+
+
+CLAIMS = "cache_claims"
+"""The run-level judgement of cached tokens claimed outside the cache probe."""
+#: Label permutations of the stratified timing test of `judge_claims`.
+CLAIMS_PERMUTATIONS = 4000
+
+
+def judge_claims(
+    groups: Sequence[Sequence[Observation]],
+    price: Price | None,
+    alpha: float = DEFAULT_TIMING_ALPHA,
+) -> CheckResult | None:
+    """Judge the cached tokens claimed by answers outside the cache probe, by timing.
+
+    `groups` holds the final answers of each other probe of one run, one group per probe
+    (its samples share a prompt). Within a group the answers that claim cached tokens are
+    repeats, the others the uncached sends. The test is stratified by probe (a long probe
+    is not compared with a short one): the statistic is the sum over probes of the
+    Mann–Whitney count of (claimed, unclaimed) pairs in which the claimed answer had the
+    smaller TTFT; its p-value comes from `CLAIMS_PERMUTATIONS` permutations of the
+    claim labels within each probe (under "claims have nothing to do with speed" the
+    labels are exchangeable inside a probe). Outcomes (``metadata.outcome``):
+
+    - ``hit`` (pass): the claimed answers are measurably faster (p < `alpha`);
+    - ``discount_unverified`` (fail): they are not; the claimed saving is not credited;
+    - ``untested`` (unscored): no probe has both a claimed and an unclaimed answer (one
+      sample per probe, or every sample claims), so there is nothing to compare with.
+
+    Returns None when no answer claims cached tokens.
+    """
+    ok = [[o for o in g if o.ok] for g in groups]
+    claimed = [o for g in ok for o in g if (o.usage.cached_tokens or 0) > 0]
+    if not claimed:
+        return None
+    strata = []
+    for g in ok:
+        timed = [o for o in g if o.ttft_s is not None]
+        hit = np.array([(o.usage.cached_tokens or 0) > 0 for o in timed])
+        if hit.any() and not hit.all():
+            strata.append((np.array([o.ttft_s for o in timed]), hit))
+    meta: dict[str, Any] = {
+        "timing_test": "stratified Mann-Whitney, within-probe label permutations",
+        "timing_alpha": alpha,
+        "n_claimed": len(claimed),
+        "cached_tokens": sum(o.usage.cached_tokens or 0 for o in claimed),
+        "probes_compared": len(strata),
+        "timing_p": None,
+        "verified": False,
+        **_savings(claimed, price),
+    }
+    answer = f"{len(claimed)} answers claim {meta['cached_tokens']} cached tokens"
+    if not strata:
+        why = "no probe had an unclaimed answer to compare the claimed ones with"
+        return result(CheckValue.unscored, answer=answer, explanation=why, outcome="untested",
+                      **meta)  # fmt: skip
+    p, ratio = _stratified_p(strata)
+    meta |= {"timing_p": p, "ttft_ratio_median": ratio, "verified": p < alpha}
+    if p < alpha:
+        why = f"claimed answers are faster than unclaimed ones of the same probe (p = {p:.3g})"
+        return result(CheckValue.passed, answer=answer, explanation=why, outcome="hit", **meta)
+    why = (
+        f"claimed answers are not measurably faster than unclaimed ones of the same probe "
+        f"(p = {p:.3g}); the claimed saving is not credited"
+    )
+    return result(CheckValue.failed, answer=answer, explanation=why,
+                  outcome="discount_unverified", **meta)  # fmt: skip
+
+
+def _stratified_p(strata: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float | None]:
+    """Permutation p-value of the summed within-probe Mann–Whitney counts, and the median
+    over claimed answers of TTFT / its probe's median unclaimed TTFT."""
+    rng = np.random.default_rng(0)  # a fixed seed: the same answers give the same p
+    observed = 0.0
+    null = np.zeros(CLAIMS_PERMUTATIONS)
+    ratios: list[float] = []
+    for ttft, hit in strata:
+        observed += _faster_pairs(ttft, hit[None, :])[0]
+        perms = np.argsort(rng.random((CLAIMS_PERMUTATIONS, len(hit))), axis=1)
+        null += _faster_pairs(ttft, hit[perms])
+        base = float(np.median(ttft[~hit]))
+        if base > 0:
+            ratios += [float(t) / base for t in ttft[hit]]
+    p = (1 + int(np.sum(null >= observed - 1e-9))) / (1 + CLAIMS_PERMUTATIONS)
+    return p, (statistics.median(ratios) if ratios else None)
+
+
+def _faster_pairs(ttft: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row of `labels` (claimed: True): pairs with the claimed answer faster (ties 1/2)."""
+    less = (ttft[:, None] < ttft[None, :]) + 0.5 * (ttft[:, None] == ttft[None, :])
+    # less[i, j]: answer i faster than j; count claimed i against unclaimed j.
+    hit = labels.astype(float)
+    return np.einsum("ri,ij,rj->r", hit, less, 1.0 - hit)

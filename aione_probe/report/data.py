@@ -30,6 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from aione_probe.analysis.run import series_name
 from aione_probe.checks import is_quality_check
+from aione_probe.checks.cache import CLAIMS
 from aione_probe.fingerprint.verdict import AuthenticityVerdict
 from aione_probe.report.model import (
     PERCENTILES,
@@ -284,7 +285,7 @@ def build_report_data(
         present, failing = _check_totals(q, target)
         _verdicts(q, target, targets)
         for key, t in targets.items():
-            if "cache" in present.get(key, ()):
+            if present.get(key, set()) & {"cache", CLAIMS}:
                 _cache(q, t)
             _violations(q, t, failing.get(key, set()))
             t.evidence = _evidence(q, t, failing.get(key, set()))
@@ -430,7 +431,7 @@ def _check_totals(
         if values[2] or values[3]:
             failing[key].add(name)
         if not is_quality_check(name):
-            if name != "cache":  # cache results have their own section
+            if name not in ("cache", CLAIMS):  # cache results have their own section
                 _add(by_name[key].setdefault(name, PassRate(name)), values)
             continue
         label = category_of(probe_id, cat or None)
@@ -492,7 +493,7 @@ def _cache(q: _Query, t: TargetReport) -> None:
     stmt = select(cr.c["metadata"]).where(
         cr.c.gateway == t.gateway,
         cr.c.model == t.model,
-        cr.c.name == "cache",
+        cr.c.name.in_(("cache", CLAIMS)),  # claims outside the cache probe: same rule
         q.where(cr, "created_at"),
     )
     ratios: list[float] = []
