@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 
 from aione_probe.config import Config, load_config
-from aione_probe.service import Service
+from aione_probe.service import run_service
 from aione_probe.sim import default_sim_config, run_in_thread
 
 console = Console()
@@ -55,13 +55,7 @@ def run_demo(config_path: Path, *, once: bool) -> int:
 async def _once(cfg: Config) -> int:
     from aione_probe.cli import _print_summary
 
-    service = Service(cfg)
-    try:
-        await service.start()
-        summaries = await service.run_once(service.plan())
-        index = await service.analyse_and_report()
-    finally:
-        await service.aclose()
+    summaries, index = await run_service(cfg, report=True)
     _print_summary(summaries)
     console.print(f"report: {index}", highlight=False)
     # The demo's gateways include dishonest personas on purpose: failed checks are the

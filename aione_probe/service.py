@@ -594,6 +594,37 @@ class Service:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
+async def run_service(
+    cfg: Config,
+    runs: int = 1,
+    *,
+    metrics: ProbeMetrics | None = None,
+    report: bool = False,
+    on_round: Callable[[int], None] | None = None,
+) -> tuple[list[RunSummary], Path | None]:
+    """Start a `Service` on `cfg`, run its whole plan `runs` times, one round after the
+    other (`on_round` is told each finished round, from 1), then with `report` analyse
+    and write the report; the service is always closed.
+
+    The one-shot path of ``demo --once``, the benchmarks and the tests. Returns every
+    run's summary and the report's index page (None without `report`).
+    """
+    service = Service(cfg, metrics=metrics)
+    summaries: list[RunSummary] = []
+    index = None
+    try:
+        await service.start()
+        for i in range(runs):
+            summaries += await service.run_once(service.plan())
+            if on_round is not None:
+                on_round(i + 1)
+        if report:
+            index = await service.analyse_and_report()
+    finally:
+        await service.aclose()
+    return summaries, index
+
+
 def open_otel(cfg: Config) -> OtelExporter | None:
     """The OpenTelemetry exporter of `cfg`, or None when `[otel]` is absent.
 

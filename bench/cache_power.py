@@ -56,7 +56,7 @@ def real_engine(runs: int) -> int:
     """Run the cache suite `runs` times on llama.cpp and print each run's finding."""
     from aione_probe.config import load_config
     from aione_probe.peers.llama import LlamaServer, smollm2_gguf, unavailable_reason
-    from aione_probe.service import Service
+    from aione_probe.service import run_service
 
     reason = unavailable_reason()
     if reason:
@@ -74,16 +74,7 @@ def real_engine(runs: int) -> int:
             f'[reports]\ndir = "{Path(tmp) / "reports"}"\n'
         )
 
-        async def go() -> None:
-            service = Service(load_config(cfg))
-            try:
-                await service.start()
-                for _ in range(runs):
-                    await service.run_once(service.plan())
-            finally:
-                await service.aclose()
-
-        asyncio.run(go())
+        asyncio.run(run_service(load_config(cfg), runs))
         with sqlite3.connect(Path(tmp) / "c.db") as db:
             rows = db.execute(
                 "select json_extract(metadata, '$.outcome'), json_extract(metadata, '$.timing_p'),"

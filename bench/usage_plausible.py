@@ -33,7 +33,7 @@ import faultserver  # noqa: E402  (the relay lives with the test doubles)
 
 from aione_probe.config import load_config  # noqa: E402
 from aione_probe.peers.llama import LlamaServer, smollm2_gguf, unavailable_reason  # noqa: E402
-from aione_probe.service import Service  # noqa: E402
+from aione_probe.service import run_service  # noqa: E402
 
 
 def _config(folder: Path, honest: str, relay: str) -> Path:
@@ -52,17 +52,6 @@ def _config(folder: Path, honest: str, relay: str) -> Path:
         f'[reports]\ndir = "{folder / "reports"}"\n'
     )
     return cfg
-
-
-async def _runs(cfg: Path, n: int) -> None:
-    service = Service(load_config(cfg))
-    try:
-        await service.start()
-        for i in range(n):
-            await service.run_once(service.plan())
-            print(f"  run {i + 1}/{n}", flush=True)
-    finally:
-        await service.aclose()
 
 
 def _upper95(k: int, n: int) -> float:
@@ -88,7 +77,13 @@ def main() -> int:
         faultserver.relay(llama.base_url, args.factor) as relay_url,
     ):
         cfg = _config(Path(tmp), f"{llama.base_url}/v1", relay_url)
-        asyncio.run(_runs(cfg, args.runs))
+        asyncio.run(
+            run_service(
+                load_config(cfg),
+                args.runs,
+                on_round=lambda i: print(f"  run {i}/{args.runs}", flush=True),
+            )
+        )
         with sqlite3.connect(Path(tmp) / "b.db") as db:
             rows = db.execute(
                 "select c.gateway, o.probe_id, o.finish_reason, c.value, "

@@ -72,7 +72,7 @@ async def test_unverified_discount_is_exported_and_reported_as_claimed_not_saved
 
     from aione_probe.config import load_config
     from aione_probe.metrics import ProbeMetrics
-    from aione_probe.service import Service
+    from aione_probe.service import run_service
 
     with faultserver.running() as server:
         cfg = tmp_path / "c.toml"
@@ -86,13 +86,7 @@ async def test_unverified_discount_is_exported_and_reported_as_claimed_not_saved
             f'[reports]\ndir = "{tmp_path / "reports"}"\n'
         )
         metrics = ProbeMetrics(CollectorRegistry())
-        service = Service(load_config(cfg), metrics=metrics)
-        try:
-            await service.start()
-            await service.run_once(service.plan())
-            await service.analyse_and_report()
-        finally:
-            await service.aclose()
+        await run_service(load_config(cfg), metrics=metrics, report=True)
     labels = {"gateway": "relay", "model": "cache:fake", "suite": "cache", "check": "cache"}
     found = metrics.registry.get_sample_value(
         "aione_probe_check_findings_total", {**labels, "finding": "discount_unverified"}

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from aione_probe.config import load_config
 from aione_probe.metrics import ProbeMetrics
 from aione_probe.peers.llama import LlamaServer
-from aione_probe.service import Service
+from aione_probe.service import run_service
 
 pytestmark = pytest.mark.peer
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,16 +44,7 @@ interval = "1h"
 """
     )
     metrics = ProbeMetrics(CollectorRegistry())
-    service = Service(load_config(path), metrics=metrics)
-
-    async def go() -> None:
-        try:
-            await service.start()
-            await service.run_once(service.plan())
-        finally:
-            await service.aclose()
-
-    asyncio.run(go())
+    asyncio.run(run_service(load_config(path), metrics=metrics))
 
     def count(check: str, outcome: str) -> float:
         total = 0.0

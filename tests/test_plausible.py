@@ -11,7 +11,7 @@ import pytest
 from aione_probe.checks import CheckContext, run_checks
 from aione_probe.checks.plausible import bounds
 from aione_probe.config import load_config
-from aione_probe.service import Service
+from aione_probe.service import run_service
 from aione_probe.suites import load_suite
 from aione_probe.types import CheckValue, Observation, Usage
 
@@ -63,16 +63,7 @@ def test_relay_inflating_counts_fails_on_answers_that_stop_early(
             f'[storage]\nurl = "sqlite:///{tmp_path / "p.db"}"\n'
             f'[reports]\ndir = "{tmp_path / "reports"}"\n'
         )
-        service = Service(load_config(cfg))
-
-        async def once() -> None:
-            try:
-                await service.start()
-                await service.run_once(service.plan())
-            finally:
-                await service.aclose()
-
-        asyncio.run(once())
+        asyncio.run(run_service(load_config(cfg)))
         echoes = [s for s in server.seen if "Ignore this text" in str(s.body["messages"])]
     assert len(echoes) == 5  # the bare prefix once, then each of the 4 answers
     with sqlite3.connect(tmp_path / "p.db") as db:
@@ -104,16 +95,7 @@ def _outcomes(tmp_path: Path, base_url: str, runs: int) -> list[tuple[str, int, 
         f'[reports]\ndir = "{tmp_path / "reports"}"\n'
     )
 
-    async def go() -> None:
-        service = Service(load_config(cfg))
-        try:
-            await service.start()
-            for _ in range(runs):
-                await service.run_once(service.plan())
-        finally:
-            await service.aclose()
-
-    asyncio.run(go())
+    asyncio.run(run_service(load_config(cfg), runs))
     with sqlite3.connect(tmp_path / "p.db") as db:
         return db.execute(
             "select o.finish_reason, coalesce(json_extract(c.metadata, '$.measured'), 0), "

@@ -24,37 +24,17 @@ def test_triggers_from_config() -> None:
     assert job_id(suite, "gw", "m") == "smoke:gw:m"
 
 
-async def test_no_overlap_and_skips_are_reported() -> None:
+async def test_no_overlap_skips_are_reported_and_settle_awaits_their_records() -> None:
+    """A fire that finds its previous run going is a skip, recorded by a task of its own:
+    `settle` (the service's drain) awaits every one, so none still writes when the store
+    closes."""
     started: list[str] = []
-    skipped: list[str] = []
-
-    async def run(suite: SuiteConfig, gateway: str, model: str) -> None:
-        started.append(model)
-        await asyncio.sleep(2.6)  # longer than the interval: the next fires must be skipped
-
-    async def on_skip(suite: SuiteConfig, gateway: str, model: str, reason: str) -> None:
-        skipped.append(reason)
-
-    sched = ProbeScheduler(run, on_skip, start_spread_s=0.0)
-    sched.add(SuiteConfig(file="smoke.toml", interval=1), "gw", "m")
-    sched.start()
-    try:
-        await asyncio.sleep(3.5)
-    finally:
-        sched.pause()
-        sched.shutdown()
-    assert 1 <= len(started) <= 2
-    assert skipped and all(r == "previous run still in progress" for r in skipped)
-
-
-async def test_settle_waits_for_skips_being_recorded() -> None:
-    """A skip is recorded by a task of its own: `settle` (the service's drain) awaits
-    every one, so none is still writing when the store closes."""
     begun: list[str] = []
     recorded: list[str] = []
 
     async def run(suite: SuiteConfig, gateway: str, model: str) -> None:
-        await asyncio.sleep(5.0)
+        started.append(model)
+        await asyncio.sleep(2.6)  # longer than the interval: the next fires must be skipped
 
     async def on_skip(suite: SuiteConfig, gateway: str, model: str, reason: str) -> None:
         begun.append(reason)
@@ -65,10 +45,12 @@ async def test_settle_waits_for_skips_being_recorded() -> None:
     sched.add(SuiteConfig(file="smoke.toml", interval=1), "gw", "m")
     sched.start()
     try:
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(3.5)
     finally:
         sched.pause()
         sched.shutdown()
-    assert begun and len(recorded) < len(begun)  # still writing at shutdown
+    assert 1 <= len(started) <= 2
+    assert begun and all(r == "previous run still in progress" for r in begun)
+    assert len(recorded) < len(begun)  # still writing at shutdown
     await sched.settle()
     assert recorded == begun
