@@ -1,7 +1,8 @@
 """Run the synchronous `Store` on one worker thread, off the event loop that times probes.
 
 One thread serialises every database call: SQLite allows a single writer, and no query
-ever stalls the loop that measures time to first token.
+ever stalls the loop that measures time to first token. (Fleet mode gives analysis and
+reports a second `AsyncStore` of their own on PostgreSQL: see `Service.analysis_store`.)
 
 With ``retry_disconnects=True`` (fleet mode) a call that fails because the database
 cannot be reached is retried with exponential backoff until it succeeds: a run in

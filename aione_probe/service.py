@@ -102,6 +102,15 @@ class Service:
         self.suites = load_suites(cfg)
         self.store = Store(cfg.storage_url())
         self.astore = AsyncStore(self.store)
+        # Fleet mode: analysis and reports read the whole fleet's history for seconds. On
+        # a store thread of their own, this instance's slot claims and run writes never
+        # queue behind them (a claim delayed past the next slot would skip it, a run
+        # finishing late would make the next slot "previous run still in progress").
+        # PostgreSQL takes the second session; a single instance's SQLite keeps one
+        # thread, its one writer.
+        self.analysis_store = (
+            AsyncStore(Store(cfg.storage_url())) if cfg.fleet is not None else self.astore
+        )
         self.location = cfg.fleet.location if cfg.fleet is not None else None
         """Fleet mode: this instance's location (None for a single instance)."""
         self.fleet: FleetMember | None = None
@@ -200,6 +209,9 @@ class Service:
             # Flushes what is pending (a one-shot `run` exports before it exits).
             await asyncio.to_thread(self.otel.shutdown)
         self.astore.close()
+        if self.analysis_store is not self.astore:
+            self.analysis_store.close()
+            self.analysis_store.store.close()
 
     async def _resolve_models(self, gw: GatewayConfig) -> list[str]:
         # Listed even when models are configured: the model_name check compares the
@@ -408,11 +420,11 @@ class Service:
     # ----------------------------------------------------------------- analysis and outputs
     async def analyse(self) -> None:
         """Recompute verdicts (drift, authenticity, cross-protocol, reconciliation)."""
-        await self.astore.call(analyse, self.cfg)
+        await self.analysis_store.call(analyse, self.cfg)
         for gw in self.cfg.gateways:
             if gw.management is not None:
                 try:
-                    await reconcile_gateway(gw, self.astore)
+                    await reconcile_gateway(gw, self.analysis_store)
                 except Exception:
                     log.exception("reconciliation of %s failed", gw.name)
 
@@ -425,11 +437,11 @@ class Service:
         cfg = self.cfg
         if analysis:
             await self.analyse()
-        await self.astore.call(self.metrics.refresh)
+        await self.analysis_store.call(self.metrics.refresh)
         until = utcnow()
         since = until - timedelta(seconds=cfg.reports.period)
         out = cfg.resolve(cfg.reports.dir)
-        return await self.astore.call(write_report, since, until, out)
+        return await self.analysis_store.call(write_report, since, until, out)
 
     def health(self) -> dict[str, Any]:
         """The /healthz body: ok while the scheduler runs (in fleet mode: and the fleet's

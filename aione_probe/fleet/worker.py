@@ -307,7 +307,12 @@ class FleetMember:
     async def _analyse(self, context: JobContext, timestamp: int) -> None:
         """Procrastinate task: one fleet-wide analysis pass (whichever instance fetches it)."""
         log.info("fleet analysis pass for slot %d", timestamp)
+        started = time.monotonic()
         await self.service.analyse()
+        # Its length matters: the pass holds this instance's store thread, so this
+        # instance's run writes and slot claims wait behind it.
+        took = time.monotonic() - started
+        log.info("fleet analysis pass for slot %d took %.1fs", timestamp, took)
 
     async def _handle(self, context: JobContext, job: str, timestamp: int) -> None:
         """Procrastinate task: one slot of one job in this location."""
