@@ -78,6 +78,29 @@ def test_fleet_mode_stores_in_the_fleet_database(tmp_path: Path) -> None:
     assert cfg.fleet is not None and cfg.fleet.location == "eu-west"
 
 
+async def test_a_long_analysis_pass_does_not_hold_up_slot_claims(tmp_path: Path) -> None:
+    """Fleet mode: analysis and reports have a store thread of their own, so a store call
+    of a run (a claim, a finished run's write) is not queued behind a pass."""
+    import asyncio
+
+    from aione_probe.service import Service
+
+    write_suite(tmp_path, "fleet")
+    data = _cfg(tmp_path)
+    data["suites"] = [{"file": str(tmp_path / "fleet.toml"), "interval": "20s"}]
+    service = Service(config_from_dict(data, tmp_path / "c.toml"))
+    release = threading.Event()
+    try:
+        pass_ = asyncio.ensure_future(service.analysis_store.call(lambda _s: release.wait(10)))
+        await asyncio.sleep(0.05)  # the "pass" now holds its thread
+        claim = await asyncio.wait_for(service.astore.call(lambda _s: "claimed"), timeout=2)
+        assert claim == "claimed" and not pass_.done()
+    finally:
+        release.set()
+        await service.aclose()
+    assert await pass_
+
+
 def test_an_instance_with_another_suite_version_is_refused_naming_the_difference(
     tmp_path: Path,
 ) -> None:
