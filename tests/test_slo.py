@@ -49,6 +49,7 @@ CONFIG = """
 [[gateways]]
 name = "a"
 base_url = "https://a.example/v1"
+auth = "none"
 models = ["fast-1", "slow-1"]
 
 [[slos]]
