@@ -109,7 +109,7 @@ def test_caching_relay_counts_a_repeated_answer_once() -> None:
         o.content = cached.setdefault(key, o.content)
     ev = _ev(target, _run(1))
     assert len(ev.blocks) == len(GREEDY)
-    assert all(b["n"] == 2 and b["p_value"] == pytest.approx(b["floor"]) for b in ev.blocks)
+    assert all(b["n"] == 3 and b["p_value"] == pytest.approx(b["floor"]) for b in ev.blocks)
 
 
 def test_reference_down_pauses_evidence() -> None:
