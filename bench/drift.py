@@ -43,11 +43,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aione_probe.analysis.changepoint import detect
+from aione_probe.analysis.changepoint import calibrate, detect
 from aione_probe.analysis.drift import (
     METRICS,
     RunArrays,
     build_baseline,
+    cross_validated_residuals,
     median_counting_timeouts,
 )
 from aione_probe.config import DriftConfig
@@ -59,6 +60,10 @@ QUARTER_RUNS = 90 * 24
 CHANGE_AFTER = 14 * 24
 FOLLOW = 14 * 24
 TIMEOUT_S = 60.0
+NEW, OLD = "whitened", "plain"
+DETECTORS = (NEW, OLD)
+#: The plain CUSUM's per-run cap (as a fraction of its threshold) before whitening.
+PLAIN_CAP = 0.5
 
 
 @dataclass(frozen=True)
@@ -216,13 +221,14 @@ def run_arrays(sim: Sim, j: int, lo: int, hi: int) -> RunArrays:
 
 def cusum_alarms(
     sim: Sim, cfg: DriftConfig, rng: np.random.Generator, runs: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run the service's detectors on every quarter: (target alarms, target alarm state)."""
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Run the service's detectors on every quarter, and beside them the plain CUSUM the
+    latency detectors replaced: detector -> (target alarms, target alarm onsets)."""
     q = sim.hours.shape[0]
     per_detector = cfg.false_alarms_per_quarter / len(METRICS)
-    states = []
     resid = {m.name: np.full((q, runs), np.nan) for m in METRICS}
-    params = {m.name: np.zeros((3, q)) for m in METRICS}
+    # k, h, cap, phi, clip per quarter, for the service's detector and the plain CUSUM
+    params = {(d, m.name): np.zeros((5, q)) for d in DETECTORS for m in METRICS}
     for j in range(q):
         base_runs = run_arrays(sim, j, 0, BASELINE_RUNS).take(~sim.failed_run[j, :BASELINE_RUNS])
         baseline = build_baseline(base_runs, cfg, rng, reps=cfg.bootstrap_reps)
@@ -231,29 +237,43 @@ def cusum_alarms(
             cal = baseline.calibration.get(spec.name)
             if cal is None:
                 continue
-            h = cal.threshold(per_detector)
-            params[spec.name][:, j] = (cal.k, h, spec.cap * h)
+            plain = cal
+            if spec.whiten:
+                plain = calibrate(
+                    cross_validated_residuals(base_runs, spec.name), k=cal.k,
+                    horizon_runs=cal.horizon_runs, rng=rng, reps=cfg.bootstrap_reps,
+                )  # fmt: skip
+            old_cap = PLAIN_CAP if spec.whiten else spec.cap
+            for name, c, cap in ((NEW, cal, spec.cap), (OLD, plain, old_cap)):
+                h = c.threshold(per_detector)
+                params[name, spec.name][:, j] = (c.k, h, cap * h, c.phi, c.clip)
             resid[spec.name][j] = future.residuals(baseline, spec.name)
-    for spec in METRICS:
-        k, h, cap = params[spec.name]
-        # A metric the baseline had no values for gets an unreachable threshold.
-        h = np.where(h > 0, h, np.inf)
-        states.append(detect(resid[spec.name], k, h, cap)[1])
-    any_alarm = np.any(states, axis=0)
-    onsets = any_alarm & ~np.concatenate([np.zeros((q, 1), bool), any_alarm[:, :-1]], axis=1)
-    return onsets.sum(axis=1), onsets
+    out = {}
+    for name in DETECTORS:
+        states = []
+        for spec in METRICS:
+            k, h, cap, phi, clip = params[name, spec.name]
+            # A metric the baseline had no values for gets an unreachable threshold.
+            h = np.where(h > 0, h, np.inf)
+            states.append(detect(resid[spec.name], k, h, cap, phi, clip)[1])
+        any_alarm = np.any(states, axis=0)
+        first = np.zeros((q, 1), bool)
+        onsets = any_alarm & ~np.concatenate([first, any_alarm[:, :-1]], axis=1)
+        out[name] = (onsets.sum(axis=1), onsets)
+    return out
 
 
 def false_alarms(
     rng: np.random.Generator, null: Null, cfg: DriftConfig, quarters: int, chunk: int = 20
-) -> np.ndarray:
-    """Target-level false alarms in each of `quarters` simulated quarters."""
-    out = []
+) -> dict[str, np.ndarray]:
+    """Target-level false alarms in each of `quarters` simulated quarters, per detector."""
+    out: dict[str, list[np.ndarray]] = {d: [] for d in DETECTORS}
     for start in range(0, quarters, chunk):
         n = min(chunk, quarters - start)
         sim = simulate(rng, null, n, BASELINE_RUNS + QUARTER_RUNS)
-        out.append(cusum_alarms(sim, cfg, rng, QUARTER_RUNS)[0])
-    return np.concatenate(out)
+        for name, (counts, _) in cusum_alarms(sim, cfg, rng, QUARTER_RUNS).items():
+            out[name].append(counts)
+    return {d: np.concatenate(v) for d, v in out.items()}
 
 
 def delays(
@@ -264,21 +284,22 @@ def delays(
     slow: float,
     null: Null = ALL,
     chunk: int = 20,
-) -> tuple[np.ndarray, int]:
-    """Runs from a change to the first alarm after it (NaN: not within `FOLLOW` runs),
-    and how many trials were already in alarm (a false one) when the change came."""
-    out, busy = [], 0
+) -> dict[str, tuple[np.ndarray, int]]:
+    """Per detector: runs from a change to the first alarm after it (NaN: not within
+    `FOLLOW` runs), and how many trials were already in alarm (a false one) when the
+    change came."""
+    out: dict[str, list[np.ndarray]] = {d: [] for d in DETECTORS}
+    busy = dict.fromkeys(DETECTORS, 0)
     for start in range(0, trials, chunk):
         n = min(chunk, trials - start)
         change = BASELINE_RUNS + CHANGE_AFTER
         sim = simulate(rng, null, n, change + FOLLOW, change_at=change, drop=drop, slow=slow)
-        _, onsets = cusum_alarms(sim, cfg, rng, CHANGE_AFTER + FOLLOW)
-        after = onsets[:, CHANGE_AFTER:]
-        found = after.any(axis=1)
-        first = np.where(found, after.argmax(axis=1) + 1.0, np.nan)
-        out.append(first)
-        busy += int(onsets[:, CHANGE_AFTER - 24 : CHANGE_AFTER].any(axis=1).sum())
-    return np.concatenate(out), busy
+        for name, (_, onsets) in cusum_alarms(sim, cfg, rng, CHANGE_AFTER + FOLLOW).items():
+            after = onsets[:, CHANGE_AFTER:]
+            found = after.any(axis=1)
+            out[name].append(np.where(found, after.argmax(axis=1) + 1.0, np.nan))
+            busy[name] += int(onsets[:, CHANGE_AFTER - 24 : CHANGE_AFTER].any(axis=1).sum())
+    return {d: (np.concatenate(out[d]), busy[d]) for d in DETECTORS}
 
 
 # --- the detector this replaced (bench/drift_legacy.py), for comparison ----------------
@@ -343,8 +364,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quarters", type=int, default=200, help="model-quarters per null")
     ap.add_argument("--trials", type=int, default=100, help="changes per scenario and null")
-    ap.add_argument("--legacy-quarters", type=int, default=5,
-                    help="quarters per null for the old detector (about 7 s each)")  # fmt: skip
+    ap.add_argument("--legacy-quarters", type=int, default=0,
+                    help="quarters per null for the window test (about 7 s each)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     cfg = DriftConfig()
@@ -357,8 +378,9 @@ def main() -> None:
         f"{cfg.bootstrap_reps} bootstrap quarters; {PROBES} probes/run\n"
     )
     print("False alarms per model per quarter (2,160 hourly runs after the baseline)\n")
-    print("| null | quarters | CUSUM mean | p95 | max | old: quarters | old mean | p95 | max |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| null | quarters | service mean | p95 | max | plain CUSUM mean | p95 | max "
+          "| window: quarters | mean | p95 | max |")  # fmt: skip
+    print("| --- " * 12 + "|")
     for null in (*NULLS, ALL):
         fa = false_alarms(rng, null, cfg, args.quarters)
         old = "– | – | – | –"
@@ -368,12 +390,14 @@ def main() -> None:
             stop = BASELINE_RUNS + QUARTER_RUNS
             counts = np.array([legacy_run(sim, j, BASELINE_RUNS, stop)[0] for j in range(n)])
             old = f"{n} | {_summary(counts)}"
-        print(f"| {null.name} | {args.quarters} | {_summary(fa)} | {old} |", flush=True)
+        row = f"{_summary(fa[NEW])} | {_summary(fa[OLD])} | {old}"
+        print(f"| {null.name} | {args.quarters} | {row} |", flush=True)
     print("\nDetection delay: runs from the change to the alarm, the changed run included")
     print(f"(= hours at hourly runs; {args.trials} changes per cell, not found = not within")
     print(f"{FOLLOW} runs)\n")
-    print("| change | null | CUSUM found | median | p90 | old found | median | p90 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| change | null | service found | median | p90 | plain CUSUM found | median | p90 "
+          "| window found | median | p90 |")  # fmt: skip
+    print("| --- " * 11 + "|")
     for label, drop, slow in (
         ("pass rate -5 points", 0.05, 1.0),
         ("pass rate -10 points", 0.10, 1.0),
@@ -381,7 +405,7 @@ def main() -> None:
         ("latency +50 %", 0.0, 1.5),
     ):
         for null in (ALL, NULLS[0]):
-            d, busy = delays(rng, cfg, args.trials, drop, slow, null)
+            d = delays(rng, cfg, args.trials, drop, slow, null)
             old = "– | – | –"
             if args.legacy_quarters:
                 change = BASELINE_RUNS + CHANGE_AFTER
@@ -391,8 +415,10 @@ def main() -> None:
                 od = np.array([legacy_run(sim, j, change - 24, change + FOLLOW, change)[1]
                                for j in range(n)])  # fmt: skip
                 old = _delay_text(od)
+            busy = d[NEW][1]
             note = f" ({busy} in a false alarm at the change)" if busy else ""
-            print(f"| {label}{note} | {null.name} | {_delay_text(d)} | {old} |", flush=True)
+            row = f"{_delay_text(d[NEW][0])} | {_delay_text(d[OLD][0])} | {old}"
+            print(f"| {label}{note} | {null.name} | {row} |", flush=True)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 

@@ -45,7 +45,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from aione_probe.analysis.changepoint import Calibration, Cusum, calibrate, hour_levels
+from aione_probe.analysis.changepoint import (
+    Calibration,
+    Cusum,
+    ar1_coefficient,
+    calibrate,
+    hour_levels,
+)
 from aione_probe.config import DriftConfig
 
 Scale = Literal["share", "log"]
@@ -61,6 +67,8 @@ class MetricSpec:
         worse_up: whether a larger value is worse.
         seasonal: whether the baseline level depends on the hour of the day.
         cap: the most one run adds to the detector, as a fraction of its threshold.
+        whiten: whether the detector feeds on AR(1) prediction errors (a run-level load
+            that persists from run to run; `aione_probe.analysis.changepoint`).
     """
 
     name: str
@@ -68,12 +76,15 @@ class MetricSpec:
     worse_up: bool
     seasonal: bool
     cap: float = 0.5
+    whiten: bool = False
 
 
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("pass_rate", "share", worse_up=False, seasonal=False),
-    MetricSpec("ttft_seconds", "log", worse_up=True, seasonal=True),
-    MetricSpec("e2e_seconds", "log", worse_up=True, seasonal=True),
+    # Latency: whitened, and one run may add up to 0.9 of the threshold, so a step pages on
+    # its second run (never on one run alone) although the predictor absorbs most of it.
+    MetricSpec("ttft_seconds", "log", worse_up=True, seasonal=True, cap=0.9, whiten=True),
+    MetricSpec("e2e_seconds", "log", worse_up=True, seasonal=True, cap=0.9, whiten=True),
     MetricSpec("output_tokens", "log", worse_up=True, seasonal=False),
     # Error bursts (an outage's first and last run) are the SLO alerts' business; the
     # drift detector pages on a rise that lasts at least three runs.
@@ -418,8 +429,9 @@ def build_baseline(
             base.levels.pop(spec.name, None)
             continue
         k = reference_value(spec.name, cfg, per_run.get(spec.name, 1.0))
+        phi = ar1_coefficient(r) if spec.whiten else None
         base.calibration[spec.name] = calibrate(
-            r, k=k, horizon_runs=base.horizon_runs, rng=rng, reps=reps
+            r, k=k, horizon_runs=base.horizon_runs, rng=rng, reps=reps, phi=phi
         )
     return base
 
@@ -465,11 +477,12 @@ class Monitor:
         for metric, cal in baseline.calibration.items():
             h = cal.threshold(per_detector)
             cap = _SPEC[metric].cap * h
+            clip = cal.clip if math.isfinite(cal.clip) else None
             det = self.detectors.get(metric)
             if det is None:
-                self.detectors[metric] = Cusum(k=cal.k, h=h, cap=cap)
+                self.detectors[metric] = Cusum(k=cal.k, h=h, cap=cap, phi=cal.phi, clip=clip)
             else:
-                det.k, det.h, det.cap = cal.k, h, cap
+                det.k, det.h, det.cap, det.phi, det.clip = cal.k, h, cap, cal.phi, clip
 
     def _gap(self) -> Gap:
         if self._open is None:
@@ -486,9 +499,11 @@ class Monitor:
             gap.reasons[reason] = gap.reasons.get(reason, 0) + 1
             self.missed_runs += 1
             return
+        skipped = 0
         if self.last_at is not None:
             elapsed = (run.started_at - datetime.fromisoformat(self.last_at)).total_seconds()
             slots = round(elapsed / baseline.interval_s) - 1
+            skipped = max(slots, 0)
             counted = self._open.missed_runs if self._open else 0
             if elapsed > GAP_FACTOR * baseline.interval_s and slots > counted:
                 gap = self._gap()
@@ -508,7 +523,10 @@ class Monitor:
             r = float(arrays.residuals(baseline, metric)[0])
             value = run.values.get(metric)
             self.last[metric] = {"value": value, "residual": r if math.isfinite(r) else None}
-            if not math.isnan(r):
+            det.skip(skipped)  # slots without a usable run: the predictor moves on
+            if math.isnan(r):
+                det.skip()
+            else:
                 det.update(r, at)
             self.last[metric]["expected"] = _natural(baseline, metric, hour)
         pr = run.values.get("pass_rate")
@@ -589,7 +607,8 @@ def verdict_of(monitor: Monitor, baseline: DriftBaseline) -> DriftVerdict:
         rows.append(
             {
                 "metric": metric,
-                "test": "cusum",
+                "test": "whitened-cusum" if _SPEC[metric].whiten else "cusum",
+                "phi": det.phi,
                 "statistic": det.s,
                 "threshold": det.h,
                 "k": det.k,
