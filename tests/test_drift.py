@@ -13,6 +13,7 @@ from aione_probe.analysis.changepoint import (
     MIN_THRESHOLD_K,
     Calibration,
     Cusum,
+    ar1_coefficient,
     calibrate,
     detect,
     siegmund_threshold,
@@ -101,6 +102,72 @@ def test_calibration_round_trips() -> None:
     assert Calibration.from_dict(cal.to_dict()) == cal
     with pytest.raises(ValueError):
         cal.threshold(0)
+
+
+def _loaded_latency(rng: np.random.Generator, rows: int, runs: int) -> np.ndarray:
+    """Log-latency residuals of a loaded gateway: run-level AR(1) load (log-sd 0.1,
+    coefficient 0.8) plus the noise of a 28-request median (sd 0.07)."""
+    innov = rng.normal(0, 0.1 * math.sqrt(1 - 0.8**2), (rows, runs))
+    load = np.empty_like(innov)
+    load[:, 0] = rng.normal(0, 0.1, rows)
+    for t in range(1, runs):
+        load[:, t] = 0.8 * load[:, t - 1] + innov[:, t]
+    return load + rng.normal(0, 0.07, (rows, runs))
+
+
+def _latency_detector(seed: int) -> tuple[Calibration, np.ndarray, np.random.Generator]:
+    """A whitened detector calibrated on a fortnight of hourly loaded runs."""
+    rng = np.random.default_rng(seed)
+    baseline = _loaded_latency(rng, 1, 336)[0]
+    phi = ar1_coefficient(baseline)
+    assert 0.3 < phi < 0.8  # the load shows through the measurement noise
+    k = reference_value("e2e_seconds", DriftConfig(), per_run=28)
+    cal = calibrate(baseline, k=k, horizon_runs=2160, rng=rng, reps=100, phi=phi)
+    return cal, baseline, rng
+
+
+def test_whitened_detector_finds_a_latency_step_within_two_runs() -> None:
+    cal, baseline, rng = _latency_detector(6)
+    h = cal.threshold(0.2)
+    r = _loaded_latency(rng, 40, 60)
+    r[:, 48:] += math.log(1.5)  # +50 % latency from run 48 on
+    _, state = detect(r, cal.k, h, 0.9 * h, cal.phi, cal.clip)
+    assert not state[:, :48].any()
+    onset = state[:, 48:].argmax(axis=1) + 1
+    assert np.median(onset) <= 2  # most steps page on their 1st or 2nd run
+    # The plain CUSUM, calibrated on the same baseline, needs the long-run spread: slower.
+    plain = calibrate(baseline, k=cal.k, horizon_runs=2160, rng=rng, reps=100)
+    hp = plain.threshold(0.2)
+    _, pstate = detect(r, plain.k, hp, 0.5 * hp)
+    assert np.median(pstate[:, 48:].argmax(axis=1) + 1) > 2
+
+
+def test_whitened_detector_keeps_its_budget_on_a_stationary_loaded_gateway() -> None:
+    cal, _, rng = _latency_detector(7)
+    h = cal.threshold(0.2)
+    assert h >= cal.threshold(2.0) and cal.gaussian_maxima and cal.whitened
+    count, _ = detect(_loaded_latency(rng, 100, 2160), cal.k, h, 0.9 * h, cal.phi, cal.clip)
+    assert count.mean() <= 0.2 * 1.5  # the budget, with room for bootstrap noise
+
+
+def test_whitened_detect_matches_the_stateful_detector() -> None:
+    rng = np.random.default_rng(8)
+    r = _loaded_latency(rng, 1, 400)[0]
+    r[150:] += 0.3
+    r[[100, 160, 161]] = np.nan  # missing runs: the predictor advances, the statistic stays
+    r[120] = math.inf  # every request timed out once: clipped for the predictor
+    count, state = detect(r, 0.2, 0.3, 0.27, 0.6, 0.4)
+    det = Cusum(k=0.2, h=0.3, cap=0.27, phi=0.6, clip=0.4)
+    path = []
+    for x in r:
+        if math.isnan(x):
+            det.skip()
+        else:
+            det.update(float(x), "t")
+        path.append(det.alarm)
+    assert state[0].tolist() == path
+    assert count[0] == det.alarms >= 1
+    assert Cusum.from_dict(det.to_dict()) == det
 
 
 # --- run values and baselines -----------------------------------------------------------

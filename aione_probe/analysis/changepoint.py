@@ -84,16 +84,21 @@ def cusum_step(s: Any, error: Any, k: Any, cap: Any, phi: Any = 0.0) -> Any:
 
 
 def ar1_coefficient(r: np.ndarray) -> float:
-    """Lag-1 autocorrelation of `r` over consecutive finite pairs, clipped to
-    [0, `MAX_PHI`] (0 when there are too few pairs or no spread)."""
+    """Lag-1 autocorrelation of `r` clipped to [0, `MAX_PHI`] (see `lag1_correlation`)."""
+    return float(np.clip(lag1_correlation(r), 0.0, MAX_PHI))
+
+
+def lag1_correlation(r: np.ndarray) -> float:
+    """Lag-1 autocorrelation of `r` over consecutive finite pairs (0 when there are
+    fewer than 8 pairs or no spread)."""
     r = np.asarray(r, dtype=float)
     pairs = np.isfinite(r[1:]) & np.isfinite(r[:-1])
     if pairs.sum() < 8:
         return 0.0
-    mean = float(np.nanmean(r))
+    mean = float(np.mean(r[np.isfinite(r)]))
     a, b = r[:-1][pairs] - mean, r[1:][pairs] - mean
     den = float(np.sqrt((a @ a) * (b @ b)))
-    return float(np.clip(a @ b / den, 0.0, MAX_PHI)) if den > 0 else 0.0
+    return float(a @ b / den) if den > 0 else 0.0
 
 
 def prediction_errors(r: np.ndarray, phi: float) -> np.ndarray:
@@ -339,9 +344,7 @@ def _gaussian_errors(
     correlation."""
     df = max(len(e) / block - 1.0, 1.0)
     sd = float(np.std(e)) * math.sqrt(df / float(stats.chi2.ppf(1.0 - LONG_RUN_LEVEL, df)))
-    rho = float(np.clip(np.corrcoef(e[:-1], e[1:])[0, 1], -0.9, 0.9)) if len(e) > 2 else 0.0
-    if not math.isfinite(rho):
-        rho = 0.0
+    rho = float(np.clip(lag1_correlation(e), -MAX_PHI, MAX_PHI))
     z = rng.standard_normal((reps, runs))
     z[:, 1:] *= math.sqrt(1.0 - rho * rho)  # stationary from the first run
     return sd * signal.lfilter([1.0], [1.0, -rho], z, axis=1)
