@@ -96,6 +96,7 @@ class Sim:
     """Simulated runs of Q quarters: per-request arrays (Q, T, P) and run flags (Q, T)."""
 
     hours: np.ndarray
+    clock: np.ndarray
     passed: np.ndarray
     ok: np.ndarray
     timed_out: np.ndarray
@@ -188,7 +189,7 @@ def simulate(
                 i += 1
     timed_out &= ~failed_run[..., None]
     ok = ~(timed_out | errors | failed_run[..., None])
-    return Sim(hours, passed & ok, ok, timed_out, ttft, e2e, tokens, failed_run)
+    return Sim(hours, clock, passed & ok, ok, timed_out, ttft, e2e, tokens, failed_run)
 
 
 def run_arrays(sim: Sim, j: int, lo: int, hi: int) -> RunArrays:
@@ -205,7 +206,7 @@ def run_arrays(sim: Sim, j: int, lo: int, hi: int) -> RunArrays:
     nan = np.where(failed, np.nan, 1.0)
     return RunArrays(
         hours=sim.hours[j, lo:hi],
-        started=np.arange(lo, hi) * 3600.0,
+        started=sim.clock[j, lo:hi] * 3600.0,  # hour of the week as the cycles have it
         values={
             "ttft_seconds": ttft * nan,
             "e2e_seconds": e2e * nan,

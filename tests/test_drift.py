@@ -20,6 +20,7 @@ from aione_probe.analysis.changepoint import (
     stationary_bootstrap_paths,
 )
 from aione_probe.analysis.drift import (
+    DriftBaseline,
     Monitor,
     RunArrays,
     RunValues,
@@ -226,6 +227,23 @@ def test_baseline_learns_the_daily_cycle_and_flags_a_drop() -> None:
     h = cal.threshold(0.2)
     assert detect(same.residuals(base, "pass_rate"), cal.k, h, h / 2)[0][0] == 0
     assert detect(worse.residuals(base, "pass_rate"), cal.k, h, h / 2)[0][0] == 1
+
+
+def test_baseline_learns_the_weekly_cycle() -> None:
+    rng = np.random.default_rng(9)
+    runs = _arrays(rng, 336, rng.beta(5, 1, 28))
+    start = T0.timestamp()  # a Monday, 00:00 UTC
+    runs.started = start + runs.started
+    mondays = runs.weekdays == 0
+    assert mondays.sum() == 48 and runs.weekdays[24] == 1
+    runs.values["e2e_seconds"] = runs.values["e2e_seconds"] * np.where(mondays, 1.3, 1.0)
+    base = build_baseline(runs, DriftConfig(), rng, reps=20)
+    weekly = np.array(base.weekly["e2e_seconds"])
+    assert weekly.argmax() == 0 and weekly[0] > 0.1 > abs(weekly[1:]).max()
+    assert abs(np.array(base.weekly["ttft_seconds"])).max() < 0.05  # no cycle there
+    slow_monday = runs.residuals(base, "e2e_seconds")[mondays]
+    assert abs(float(np.mean(slow_monday))) < 0.1  # the Mondays are expected to be slow
+    assert DriftBaseline.from_dict(base.to_dict()).weekly == base.weekly
 
 
 def test_pass_residuals_pair_by_probe_and_skip_unknown_ones() -> None:

@@ -70,6 +70,10 @@ HOURS = 24
 LONG_RUN_LEVEL = 0.75
 #: Prior weight (in runs) of the overall level when estimating an hour-of-day level.
 HOUR_SHRINK_RUNS = 3.0
+DAYS = 7
+#: Prior weight (in runs) of "no weekday effect" when estimating a day-of-week offset: a
+#: day of runs, because under a persistent load a day's runs are far from independent.
+WEEKDAY_SHRINK_RUNS = 24.0
 
 
 def cusum_step(s: Any, error: Any, k: Any, cap: Any, phi: Any = 0.0) -> Any:
@@ -264,6 +268,20 @@ def hour_levels(x: np.ndarray, hours: np.ndarray, shrink: float = HOUR_SHRINK_RU
     w = n / (n + shrink)
     levels = overall + w * (means - overall)
     return levels[0] if one else levels
+
+
+def weekday_offsets(x: np.ndarray, weekdays: np.ndarray) -> np.ndarray:
+    """Day-of-week offsets (Monday = 0) of the one-dimensional `x`, the remainder after
+    the hour-of-day levels: each weekday's mean, shrunk towards 0 with weight
+    ``n / (n + WEEKDAY_SHRINK_RUNS)``, then centred so the offsets average to 0 over the
+    runs.
+    """
+    x = np.asarray(x, dtype=float)
+    onehot = np.asarray(weekdays)[:, None] == np.arange(DAYS)[None, :]
+    n = onehot.sum(axis=0)
+    means = (x @ onehot) / np.maximum(n, 1)
+    offsets = means * n / (n + WEEKDAY_SHRINK_RUNS)
+    return offsets - float(offsets @ n) / max(int(n.sum()), 1)
 
 
 def calibrate(

@@ -51,6 +51,7 @@ from aione_probe.analysis.changepoint import (
     ar1_coefficient,
     calibrate,
     hour_levels,
+    weekday_offsets,
 )
 from aione_probe.config import DriftConfig
 
@@ -65,7 +66,8 @@ class MetricSpec:
         name: metric name (label value of ``aione_probe_drift_*``).
         scale: ``share`` (compared as is) or ``log`` (compared as log, i.e. relative).
         worse_up: whether a larger value is worse.
-        seasonal: whether the baseline level depends on the hour of the day.
+        seasonal: whether the baseline level depends on the hour of the day and the day
+            of the week.
         cap: the most one run adds to the detector, as a fraction of its threshold.
         whiten: whether the detector feeds on AR(1) prediction errors (a run-level load
             that persists from run to run; `aione_probe.analysis.changepoint`).
@@ -169,6 +171,7 @@ class DriftBaseline:
         last_started: start of its last run (Unix time): detectors resume after it.
         probe_pass: probe hash -> baseline pass rate.
         levels: metric -> expected transformed value, 24 hour-of-day levels or one.
+        weekly: metric -> 7 day-of-week offsets (Monday first) added to the level.
         typical: metric -> baseline median in natural units (for display).
         calibration: metric -> bootstrap null of its detector.
     """
@@ -179,6 +182,7 @@ class DriftBaseline:
     last_started: float = 0.0
     probe_pass: dict[str, float] = field(default_factory=dict)
     levels: dict[str, list[float]] = field(default_factory=dict)
+    weekly: dict[str, list[float]] = field(default_factory=dict)
     typical: dict[str, float] = field(default_factory=dict)
     calibration: dict[str, Calibration] = field(default_factory=dict)
 
@@ -187,10 +191,15 @@ class DriftBaseline:
         """Runs in a quarter at the baseline's spacing (at most `MAX_HORIZON_RUNS`)."""
         return max(1, min(MAX_HORIZON_RUNS, round(QUARTER_S / max(self.interval_s, 1.0))))
 
-    def expected(self, metric: str, hours: Any) -> Any:
-        """Expected transformed value of `metric` at UTC hour(s) `hours`."""
+    def expected(self, metric: str, hours: Any, weekdays: Any = None) -> Any:
+        """Expected transformed value of `metric` at UTC hour(s) `hours` (and, for a
+        seasonal metric, `weekdays`: Monday = 0)."""
         levels = np.asarray(self.levels[metric])
-        return levels[np.asarray(hours) % len(levels)] if len(levels) > 1 else levels[0]
+        out = levels[np.asarray(hours) % len(levels)] if len(levels) > 1 else levels[0]
+        offsets = self.weekly.get(metric)
+        if offsets and weekdays is not None:
+            out = out + np.asarray(offsets)[np.asarray(weekdays) % len(offsets)]
+        return out
 
     def residuals(
         self,
@@ -200,11 +209,13 @@ class DriftBaseline:
         passed: np.ndarray | None = None,
         scored: np.ndarray | None = None,
         hashes: Sequence[str] = (),
+        weekdays: np.ndarray | None = None,
     ) -> np.ndarray:
         """Residuals (positive = worse) of runs; NaN where a run has no value.
 
         For ``pass_rate`` give `passed` and `scored` (runs × probes, in `hashes` order);
         `values` is then ignored. Probes the baseline does not know are left out.
+        `weekdays` (UTC, Monday = 0) select the day-of-week offsets of seasonal metrics.
         """
         if metric == "pass_rate":
             assert passed is not None and scored is not None
@@ -216,7 +227,7 @@ class DriftBaseline:
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(n > 0, (expected - got) / np.maximum(n, 1), np.nan)
         spec = _SPEC[metric]
-        r = _transform(spec, values) - self.expected(metric, hours)
+        r = _transform(spec, values) - self.expected(metric, hours, weekdays)
         return r if spec.worse_up else -r
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,6 +240,7 @@ class DriftBaseline:
             "last_started": self.last_started,
             "probe_pass": self.probe_pass,
             "levels": self.levels,
+            "weekly": self.weekly,
             "typical": self.typical,
             "calibration": {m: c.to_dict() for m, c in self.calibration.items()},
         }
@@ -245,6 +257,7 @@ class DriftBaseline:
             last_started=float(data.get("last_started", 0.0)),
             probe_pass={k: float(v) for k, v in data["probe_pass"].items()},
             levels={k: [float(x) for x in v] for k, v in data["levels"].items()},
+            weekly={k: [float(x) for x in v] for k, v in data.get("weekly", {}).items()},
             typical={k: float(v) for k, v in data["typical"].items()},
             calibration={m: Calibration.from_dict(c) for m, c in data["calibration"].items()},
         )
@@ -310,6 +323,11 @@ class RunArrays:
             requests=np.array([r.n_requests for r in runs], dtype=float),
         )
 
+    @property
+    def weekdays(self) -> np.ndarray:
+        """UTC day of the week of each run's start (Monday = 0; `started` in Unix time)."""
+        return ((self.started // 86400).astype(np.int64) + 3) % 7  # 1970-01-01: Thursday
+
     def take(self, mask: np.ndarray) -> RunArrays:
         """The runs where `mask` is true."""
         return RunArrays(
@@ -334,6 +352,7 @@ class RunArrays:
             self.passed,
             self.scored,
             self.hashes,
+            self.weekdays,
         )
         if metric != "error_share":
             errors = self.values.get("error_share", np.zeros(len(self.hours)))
@@ -376,7 +395,10 @@ def _fit(runs: RunArrays) -> DriftBaseline:
             continue
         t = np.where(finite, t, t[finite].max())
         if spec.seasonal:
-            base.levels[spec.name] = [float(v) for v in hour_levels(t, runs.hours[ok])]
+            levels = hour_levels(t, runs.hours[ok])
+            base.levels[spec.name] = [float(v) for v in levels]
+            weekly = weekday_offsets(t - levels[runs.hours[ok]], runs.weekdays[ok])
+            base.weekly[spec.name] = [float(v) for v in weekly]
         else:
             base.levels[spec.name] = [float(np.mean(t))]
         base.typical[spec.name] = float(np.median(x[ok]))
@@ -515,7 +537,7 @@ class Monitor:
             self.gaps = [*self.gaps, self._open][-MAX_GAPS:]
             self._open = None
         arrays = RunArrays.of([run])
-        hour = run.started_at.hour
+        hour, weekday = run.started_at.hour, int(arrays.weekdays[0])
         errors = run.values.get("error_share")
         if errors is not None and errors >= DEGRADED_ERROR_SHARE:
             self.degraded_runs += 1  # only the error-share detector sees it
@@ -528,7 +550,7 @@ class Monitor:
                 det.skip()
             else:
                 det.update(r, at)
-            self.last[metric]["expected"] = _natural(baseline, metric, hour)
+            self.last[metric]["expected"] = _natural(baseline, metric, hour, weekday)
         pr = run.values.get("pass_rate")
         if pr is not None:
             self.recent_pass = [*self.recent_pass, pr][-RECENT_RUNS:]
@@ -580,11 +602,11 @@ class Monitor:
         )
 
 
-def _natural(baseline: DriftBaseline, metric: str, hour: int) -> float | None:
-    """The baseline's expected value of `metric` at `hour`, in natural units."""
+def _natural(baseline: DriftBaseline, metric: str, hour: int, weekday: int) -> float | None:
+    """The baseline's expected value of `metric` at `hour` on `weekday`, in natural units."""
     if metric == "pass_rate":
         return baseline.typical.get("pass_rate")
-    e = float(baseline.expected(metric, hour))
+    e = float(baseline.expected(metric, hour, weekday))
     return math.exp(e) if _SPEC[metric].scale == "log" else e
 
 
