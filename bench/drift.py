@@ -1,12 +1,16 @@
 """Calibrate drift alarms under realistic nulls: simulated quarters of hourly runs.
 
-Not a test. Prints, for the run-level CUSUM the service runs (`aione_probe.analysis.drift`,
-config defaults) and beside it the window test it replaced (`bench/drift_legacy.py`):
+Not a test. Prints, for the run-level detectors the service runs
+(`aione_probe.analysis.drift`, config defaults: whitened CUSUMs on latency, plain ones on
+the other metrics), beside the same service with plain CUSUMs on latency too (the detector
+before whitening), and optionally the window test before that (`bench/drift_legacy.py`,
+``--legacy-quarters N``, about 7 s per quarter):
 
 - false alarms per model per quarter (mean, p95, max) under each null, one quarter =
-  2,160 hourly runs after a baseline pinned from the first 168 runs (7 days);
+  2,160 hourly runs after a baseline pinned from the first 336 runs (14 days);
 - detection delay (runs, = hours at hourly runs) of pass-rate drops of 5, 10 and 20 points
-  and of latency +50 %, under the all-together null.
+  and of latency +50 %, under the all-together and the iid null (latency also under the
+  run-level load alone).
 
 One simulated model runs the 28-probe cheap golden subset hourly. Nulls (each alone, then
 all together):
@@ -32,7 +36,7 @@ flips each templated answer to failing with probability d / mean(p) and makes ex
 round(20 d) passing fixed prompts fail from then on; latency +50 % multiplies every
 request's latency by 1.5.
 
-    nice python bench/drift.py [--quarters 200] [--trials 100] [--legacy-quarters 5]
+    nice python bench/drift.py [--quarters 200] [--trials 100] [--legacy-quarters 0]
 """
 
 from __future__ import annotations
@@ -405,7 +409,8 @@ def main() -> None:
         ("pass rate -20 points", 0.20, 1.0),
         ("latency +50 %", 0.0, 1.5),
     ):
-        for null in (ALL, NULLS[0]):
+        # Latency also under the run-level load alone: the null whitening is for.
+        for null in (ALL, NULLS[0], *([NULLS[1]] if slow != 1.0 else [])):
             d = delays(rng, cfg, args.trials, drop, slow, null)
             old = "– | – | –"
             if args.legacy_quarters:
