@@ -15,9 +15,9 @@ residual, oriented so that positive is worse:
   probes this run scored* (paired by probe hash, so a partial run is compared like with
   like, and a changed prompt, which has a new hash, is left out);
 - latency: log of the run's median minus the baseline's hour-of-day level (UTC, shrunk
-  towards the overall level when an hour has few baseline runs): the daily cycle is
-  part of the expectation, the weekly one stays in the residuals the threshold is
-  calibrated on;
+  towards the overall level when an hour has few baseline runs) and day-of-week offset
+  (shrunk towards 0 by a day of runs): the daily and weekly cycles are part of the
+  expectation;
 - output length: log median minus the baseline level (longer is worse);
 - error share: observed minus the baseline share.
 
@@ -26,7 +26,9 @@ reference value half the smallest change worth a page (`DriftConfig.min_change`)
 below one probe's (one request's) weight, and a threshold calibrated by a stationary block
 bootstrap of the baseline's own residuals for a false-alarm budget of
 `DriftConfig.false_alarms_per_quarter` per model, split evenly over every detector of the
-target (all its suites and metrics).
+target (all its suites and metrics). The latency detectors are *whitened*: they feed on
+the AR(1) prediction errors of the residuals (`MetricSpec.whiten`), because a gateway's
+load persists from run to run.
 
 **Missing runs.** A run that produced nothing (gateway down, spend cap, interrupted) or a
 schedule slot with no run at all neither advances nor resets a detector: the gap is
