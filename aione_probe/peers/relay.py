@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from aione_probe.peers.llama import PeerUnavailableError, free_port
+from aione_probe.peers.llama import PeerUnavailableError, free_port, stop_child
 
 START_TIMEOUT_S = 30.0
 
@@ -232,12 +232,7 @@ class RelayProcess:
     def __exit__(self, *exc: object) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_child(proc)
         with contextlib.suppress(OSError):
             self._log.unlink()
 
