@@ -52,6 +52,7 @@ from aione_probe.analysis.drift import (
     METRICS,
     RunArrays,
     build_baseline,
+    cap_fraction,
     cross_validated_residuals,
     median_counting_timeouts,
 )
@@ -66,8 +67,6 @@ FOLLOW = 14 * 24
 TIMEOUT_S = 60.0
 NEW, OLD = "whitened", "plain"
 DETECTORS = (NEW, OLD)
-#: The plain CUSUM's per-run cap (as a fraction of its threshold) before whitening.
-PLAIN_CAP = 0.5
 
 
 @dataclass(frozen=True)
@@ -248,10 +247,10 @@ def cusum_alarms(
                     cross_validated_residuals(base_runs, spec.name), k=cal.k,
                     horizon_runs=cal.horizon_runs, rng=rng, reps=cfg.bootstrap_reps,
                 )  # fmt: skip
-            old_cap = PLAIN_CAP if spec.whiten else spec.cap
-            for name, c, cap in ((NEW, cal, spec.cap), (OLD, plain, old_cap)):
+            for name, c in ((NEW, cal), (OLD, plain)):
                 h = c.threshold(per_detector)
-                params[name, spec.name][:, j] = (c.k, h, cap * h, c.phi, c.clip)
+                cap = cap_fraction(spec.name, c) * h
+                params[name, spec.name][:, j] = (c.k, h, cap, c.phi, c.clip)
             resid[spec.name][j] = future.residuals(baseline, spec.name)
     out = {}
     for name in DETECTORS:

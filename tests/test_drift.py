@@ -103,6 +103,29 @@ def test_calibration_round_trips() -> None:
     assert Calibration.from_dict(cal.to_dict()) == cal
     with pytest.raises(ValueError):
         cal.threshold(0)
+    whitened = Calibration(k=0.2, horizon_runs=10, mean_block=6.0, maxima=[0.1], phi=0.5,
+                           clip=0.4, gaussian_maxima=[0.2], whitened=True)  # fmt: skip
+    assert Calibration.from_dict(whitened.to_dict()) == whitened
+
+
+def test_a_baseline_pinned_before_whitening_keeps_its_plain_latency_detector() -> None:
+    rng = np.random.default_rng(10)
+    base = build_baseline(_arrays(rng, 168, np.full(28, 0.9)), DriftConfig(), rng, reps=20)
+    assert base.calibration["e2e_seconds"].whitened
+    data = base.to_dict()
+    for cal in data["calibration"].values():  # as stored by the previous version
+        for key in ("phi", "clip", "gaussian_maxima", "whitened"):
+            cal.pop(key)
+    data.pop("weekly")
+    old = DriftBaseline.from_dict(data)
+    assert old is not None and not old.weekly
+    new_monitor, old_monitor = Monitor(baseline_id=1), Monitor(baseline_id=2)
+    new_monitor.thresholds(base, 0.2)
+    old_monitor.thresholds(old, 0.2)
+    new, plain = new_monitor.detectors["e2e_seconds"], old_monitor.detectors["e2e_seconds"]
+    assert new.cap == pytest.approx(0.9 * new.h) and new.phi == base.calibration["e2e_seconds"].phi
+    assert plain.phi == 0 and plain.cap == pytest.approx(0.5 * plain.h)
+    assert plain.h >= MIN_THRESHOLD_K * plain.k
 
 
 def _loaded_latency(rng: np.random.Generator, rows: int, runs: int) -> np.ndarray:

@@ -70,7 +70,8 @@ class MetricSpec:
         worse_up: whether a larger value is worse.
         seasonal: whether the baseline level depends on the hour of the day and the day
             of the week.
-        cap: the most one run adds to the detector, as a fraction of its threshold.
+        cap: the most one run adds to a plain detector, as a fraction of its threshold
+            (a whitened one: `WHITENED_CAP`).
         whiten: whether the detector feeds on AR(1) prediction errors (a run-level load
             that persists from run to run; `aione_probe.analysis.changepoint`).
     """
@@ -85,10 +86,8 @@ class MetricSpec:
 
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("pass_rate", "share", worse_up=False, seasonal=False),
-    # Latency: whitened, and one run may add up to 0.9 of the threshold, so a step pages on
-    # its second run (never on one run alone) although the predictor absorbs most of it.
-    MetricSpec("ttft_seconds", "log", worse_up=True, seasonal=True, cap=0.9, whiten=True),
-    MetricSpec("e2e_seconds", "log", worse_up=True, seasonal=True, cap=0.9, whiten=True),
+    MetricSpec("ttft_seconds", "log", worse_up=True, seasonal=True, whiten=True),
+    MetricSpec("e2e_seconds", "log", worse_up=True, seasonal=True, whiten=True),
     MetricSpec("output_tokens", "log", worse_up=True, seasonal=False),
     # Error bursts (an outage's first and last run) are the SLO alerts' business; the
     # drift detector pages on a rise that lasts at least three runs.
@@ -107,6 +106,10 @@ QUARTER_S = 90 * 86400.0
 #: A quarter of runs every 5 minutes: faster schedules (tests, demos) are calibrated as if
 #: they ran every 5 minutes, so the bootstrap stays small.
 MAX_HORIZON_RUNS = 90 * 24 * 12
+#: The most one run adds to a whitened detector, as a fraction of its threshold: a step
+#: pages on its second run (never on one run alone) although the predictor absorbs most
+#: of it after the first.
+WHITENED_CAP = 0.9
 #: Folds of the baseline's cross-validated residuals (a day each for a week of runs).
 CV_FOLDS = 7
 _LOG_FLOOR = 1e-3
@@ -263,6 +266,12 @@ class DriftBaseline:
             typical={k: float(v) for k, v in data["typical"].items()},
             calibration={m: Calibration.from_dict(c) for m, c in data["calibration"].items()},
         )
+
+
+def cap_fraction(metric: str, cal: Calibration) -> float:
+    """The most one run adds to the detector of `metric`, as a fraction of its threshold
+    (a baseline pinned before whitening keeps its plain detector and cap)."""
+    return WHITENED_CAP if cal.whitened else _SPEC[metric].cap
 
 
 def reference_value(metric: str, cfg: DriftConfig, per_run: float) -> float:
@@ -500,7 +509,7 @@ class Monitor:
         """(Re)set every detector's threshold for a per-detector budget per quarter."""
         for metric, cal in baseline.calibration.items():
             h = cal.threshold(per_detector)
-            cap = _SPEC[metric].cap * h
+            cap = cap_fraction(metric, cal) * h
             clip = cal.clip if math.isfinite(cal.clip) else None
             det = self.detectors.get(metric)
             if det is None:
