@@ -405,8 +405,8 @@ class DriftConfig(_Model):
     `false_alarms_per_quarter` is the budget of one model (gateway x model): expected
     false ``regressed`` verdicts per 90 days of continuous monitoring, split evenly over all
     its suites and metrics. A baseline is pinned automatically once a suite has
-    `baseline_runs` usable runs spanning at least `baseline_span` (a week, so the weekly
-    cycle is inside the residuals the thresholds are calibrated on). `min_change` is the
+    `baseline_runs` usable runs spanning at least `baseline_span` (two weeks, so the
+    day-of-week offsets of latency see every weekday twice). `min_change` is the
     smallest change per metric worth a page (pass rate and error share in absolute
     points, latency and output length relative); each detector's reference value is half
     of it. `bench/drift.py` measures the resulting false-alarm rate and detection delay.

@@ -32,8 +32,9 @@ How the numbers are made (stated in the README):
    the same prompt otherwise (what a per-request router does), then are scored the same
    way.
 3. **Audits.** An audit draws runs (seeds, without replacement) from the pool and feeds
-   their e-values, in order, to the detector the service uses (`EDetector`, threshold
-   from the configured budget). A budget of B target requests is the first ⌊B/14⌋ runs
+   their e-values, in order, to the detector bank the service uses (`DetectorBank`:
+   one Shiryaev–Roberts e-detector per assumed share, threshold from the configured
+   budget). A budget of B target requests is the first ⌊B/14⌋ runs
    (at least one). Audits of one cell overlap in their runs (pools are finite), so cells
    are less independent than their count suggests.
 4. **Quarter.** Under each null, ``--quarters`` simulated quarters of 2-hourly runs
@@ -332,6 +333,7 @@ def table(args: argparse.Namespace) -> None:
     """Audit every cell from the pools and print the table (and write it as JSON)."""
     cache = Path(args.cache)
     rng = random.Random(args.seed)
+    t0, load0 = time.monotonic(), os.getloadavg()
     ref = load_pool(cache, "reference")
     if not ref.runs:
         raise SystemExit("no reference pool: run `build` first")
@@ -414,7 +416,9 @@ def table(args: argparse.Namespace) -> None:
     doc = {"rows": rows, "quarters": quarters, "e2e": e2e, "platform": _platform(),
            "per_run_requests": per_run, "threshold": budget.threshold,
            "suspect_threshold": budget.suspect_threshold,
-           "reference_history_runs": len(ref.runs)}  # fmt: skip
+           "reference_history_runs": len(ref.runs),
+           "null_sizes": {k: int(v.size) for k, v in null.items() if k.startswith("*")},
+           "wall_s": time.monotonic() - t0, "load": [load0, os.getloadavg()]}  # fmt: skip
     out = cache / "table.json"
     out.write_text(json.dumps(doc, indent=1, default=str))
     print(render(doc))
@@ -513,11 +517,17 @@ def _replay(tmp: Path, ref: Pool, target: Pool, seeds: Sequence[int]) -> str:
 
 def render(doc: dict[str, Any]) -> str:
     """The README table."""
+    nulls = ", ".join(
+        f"{'cold' if k.endswith('cold') else 'warm'} {n}"
+        for k, n in doc.get("null_sizes", {}).items()
+    )
+    load = " → ".join(f"{x[0]:.1f}" for x in doc.get("load", []))
     lines = [
-        f"Reference history: {doc['reference_history_runs']} runs; {doc['per_run_requests']} "
-        f"target requests per run; thresholds substituted {doc['threshold']:.3g}, suspect "
-        f"{doc['suspect_threshold']:.3g} (0.04 / 4 false alarms per comparison per year, "
-        "4,380 runs a year).",
+        f"Reference history: {doc['reference_history_runs']} runs ({nulls} null values over the "
+        f"greedy probes); {doc['per_run_requests']} target requests per run; thresholds "
+        f"substituted {doc['threshold']:.3g}, suspect {doc['suspect_threshold']:.3g} (0.04 / 4 "
+        "false alarms per comparison per year, 4,380 runs a year). Table computed in "
+        f"{doc.get('wall_s', 0):.0f} s, 1-minute load average {load}.",
         "",
         "| scenario | budget (requests) | runs | audits | pool runs | substituted | flagged "
         "(substituted or suspect) | target tokens | reference tokens | share estimate | "

@@ -1,12 +1,16 @@
 """Calibrate drift alarms under realistic nulls: simulated quarters of hourly runs.
 
-Not a test. Prints, for the run-level CUSUM the service runs (`aione_probe.analysis.drift`,
-config defaults) and beside it the window test it replaced (`bench/drift_legacy.py`):
+Not a test. Prints, for the run-level detectors the service runs
+(`aione_probe.analysis.drift`, config defaults: whitened CUSUMs on latency, plain ones on
+the other metrics), beside the same service with plain CUSUMs on latency too (the detector
+before whitening), and optionally the window test before that (`bench/drift_legacy.py`,
+``--legacy-quarters N``, about 7 s per quarter):
 
 - false alarms per model per quarter (mean, p95, max) under each null, one quarter =
-  2,160 hourly runs after a baseline pinned from the first 168 runs (7 days);
+  2,160 hourly runs after a baseline pinned from the first 336 runs (14 days);
 - detection delay (runs, = hours at hourly runs) of pass-rate drops of 5, 10 and 20 points
-  and of latency +50 %, under the all-together null.
+  and of latency +50 %, under the all-together and the iid null (latency also under the
+  run-level load alone).
 
 One simulated model runs the 28-probe cheap golden subset hourly. Nulls (each alone, then
 all together):
@@ -32,7 +36,7 @@ flips each templated answer to failing with probability d / mean(p) and makes ex
 round(20 d) passing fixed prompts fail from then on; latency +50 % multiplies every
 request's latency by 1.5.
 
-    nice python bench/drift.py [--quarters 200] [--trials 100] [--legacy-quarters 5]
+    nice python bench/drift.py [--quarters 200] [--trials 100] [--legacy-quarters 0]
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aione_probe.analysis.changepoint import detect
+from aione_probe.analysis.changepoint import calibrate, detect
 from aione_probe.analysis.drift import (
     METRICS,
     RunArrays,
     build_baseline,
+    cap_fraction,
+    cross_validated_residuals,
     median_counting_timeouts,
 )
 from aione_probe.config import DriftConfig
@@ -59,6 +65,8 @@ QUARTER_RUNS = 90 * 24
 CHANGE_AFTER = 14 * 24
 FOLLOW = 14 * 24
 TIMEOUT_S = 60.0
+NEW, OLD = "whitened", "plain"
+DETECTORS = (NEW, OLD)
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,7 @@ class Sim:
     """Simulated runs of Q quarters: per-request arrays (Q, T, P) and run flags (Q, T)."""
 
     hours: np.ndarray
+    clock: np.ndarray
     passed: np.ndarray
     ok: np.ndarray
     timed_out: np.ndarray
@@ -183,7 +192,7 @@ def simulate(
                 i += 1
     timed_out &= ~failed_run[..., None]
     ok = ~(timed_out | errors | failed_run[..., None])
-    return Sim(hours, passed & ok, ok, timed_out, ttft, e2e, tokens, failed_run)
+    return Sim(hours, clock, passed & ok, ok, timed_out, ttft, e2e, tokens, failed_run)
 
 
 def run_arrays(sim: Sim, j: int, lo: int, hi: int) -> RunArrays:
@@ -200,7 +209,7 @@ def run_arrays(sim: Sim, j: int, lo: int, hi: int) -> RunArrays:
     nan = np.where(failed, np.nan, 1.0)
     return RunArrays(
         hours=sim.hours[j, lo:hi],
-        started=np.arange(lo, hi) * 3600.0,
+        started=sim.clock[j, lo:hi] * 3600.0,  # hour of the week as the cycles have it
         values={
             "ttft_seconds": ttft * nan,
             "e2e_seconds": e2e * nan,
@@ -216,13 +225,14 @@ def run_arrays(sim: Sim, j: int, lo: int, hi: int) -> RunArrays:
 
 def cusum_alarms(
     sim: Sim, cfg: DriftConfig, rng: np.random.Generator, runs: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run the service's detectors on every quarter: (target alarms, target alarm state)."""
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Run the service's detectors on every quarter, and beside them the plain CUSUM the
+    latency detectors replaced: detector -> (target alarms, target alarm onsets)."""
     q = sim.hours.shape[0]
     per_detector = cfg.false_alarms_per_quarter / len(METRICS)
-    states = []
     resid = {m.name: np.full((q, runs), np.nan) for m in METRICS}
-    params = {m.name: np.zeros((3, q)) for m in METRICS}
+    # k, h, cap, phi, clip per quarter, for the service's detector and the plain CUSUM
+    params = {(d, m.name): np.zeros((5, q)) for d in DETECTORS for m in METRICS}
     for j in range(q):
         base_runs = run_arrays(sim, j, 0, BASELINE_RUNS).take(~sim.failed_run[j, :BASELINE_RUNS])
         baseline = build_baseline(base_runs, cfg, rng, reps=cfg.bootstrap_reps)
@@ -231,29 +241,43 @@ def cusum_alarms(
             cal = baseline.calibration.get(spec.name)
             if cal is None:
                 continue
-            h = cal.threshold(per_detector)
-            params[spec.name][:, j] = (cal.k, h, spec.cap * h)
+            plain = cal
+            if spec.whiten:
+                plain = calibrate(
+                    cross_validated_residuals(base_runs, spec.name), k=cal.k,
+                    horizon_runs=cal.horizon_runs, rng=rng, reps=cfg.bootstrap_reps,
+                )  # fmt: skip
+            for name, c in ((NEW, cal), (OLD, plain)):
+                h = c.threshold(per_detector)
+                cap = cap_fraction(spec.name, c) * h
+                params[name, spec.name][:, j] = (c.k, h, cap, c.phi, c.clip)
             resid[spec.name][j] = future.residuals(baseline, spec.name)
-    for spec in METRICS:
-        k, h, cap = params[spec.name]
-        # A metric the baseline had no values for gets an unreachable threshold.
-        h = np.where(h > 0, h, np.inf)
-        states.append(detect(resid[spec.name], k, h, cap)[1])
-    any_alarm = np.any(states, axis=0)
-    onsets = any_alarm & ~np.concatenate([np.zeros((q, 1), bool), any_alarm[:, :-1]], axis=1)
-    return onsets.sum(axis=1), onsets
+    out = {}
+    for name in DETECTORS:
+        states = []
+        for spec in METRICS:
+            k, h, cap, phi, clip = params[name, spec.name]
+            # A metric the baseline had no values for gets an unreachable threshold.
+            h = np.where(h > 0, h, np.inf)
+            states.append(detect(resid[spec.name], k, h, cap, phi, clip)[1])
+        any_alarm = np.any(states, axis=0)
+        first = np.zeros((q, 1), bool)
+        onsets = any_alarm & ~np.concatenate([first, any_alarm[:, :-1]], axis=1)
+        out[name] = (onsets.sum(axis=1), onsets)
+    return out
 
 
 def false_alarms(
     rng: np.random.Generator, null: Null, cfg: DriftConfig, quarters: int, chunk: int = 20
-) -> np.ndarray:
-    """Target-level false alarms in each of `quarters` simulated quarters."""
-    out = []
+) -> dict[str, np.ndarray]:
+    """Target-level false alarms in each of `quarters` simulated quarters, per detector."""
+    out: dict[str, list[np.ndarray]] = {d: [] for d in DETECTORS}
     for start in range(0, quarters, chunk):
         n = min(chunk, quarters - start)
         sim = simulate(rng, null, n, BASELINE_RUNS + QUARTER_RUNS)
-        out.append(cusum_alarms(sim, cfg, rng, QUARTER_RUNS)[0])
-    return np.concatenate(out)
+        for name, (counts, _) in cusum_alarms(sim, cfg, rng, QUARTER_RUNS).items():
+            out[name].append(counts)
+    return {d: np.concatenate(v) for d, v in out.items()}
 
 
 def delays(
@@ -264,21 +288,22 @@ def delays(
     slow: float,
     null: Null = ALL,
     chunk: int = 20,
-) -> tuple[np.ndarray, int]:
-    """Runs from a change to the first alarm after it (NaN: not within `FOLLOW` runs),
-    and how many trials were already in alarm (a false one) when the change came."""
-    out, busy = [], 0
+) -> dict[str, tuple[np.ndarray, int]]:
+    """Per detector: runs from a change to the first alarm after it (NaN: not within
+    `FOLLOW` runs), and how many trials were already in alarm (a false one) when the
+    change came."""
+    out: dict[str, list[np.ndarray]] = {d: [] for d in DETECTORS}
+    busy = dict.fromkeys(DETECTORS, 0)
     for start in range(0, trials, chunk):
         n = min(chunk, trials - start)
         change = BASELINE_RUNS + CHANGE_AFTER
         sim = simulate(rng, null, n, change + FOLLOW, change_at=change, drop=drop, slow=slow)
-        _, onsets = cusum_alarms(sim, cfg, rng, CHANGE_AFTER + FOLLOW)
-        after = onsets[:, CHANGE_AFTER:]
-        found = after.any(axis=1)
-        first = np.where(found, after.argmax(axis=1) + 1.0, np.nan)
-        out.append(first)
-        busy += int(onsets[:, CHANGE_AFTER - 24 : CHANGE_AFTER].any(axis=1).sum())
-    return np.concatenate(out), busy
+        for name, (_, onsets) in cusum_alarms(sim, cfg, rng, CHANGE_AFTER + FOLLOW).items():
+            after = onsets[:, CHANGE_AFTER:]
+            found = after.any(axis=1)
+            out[name].append(np.where(found, after.argmax(axis=1) + 1.0, np.nan))
+            busy[name] += int(onsets[:, CHANGE_AFTER - 24 : CHANGE_AFTER].any(axis=1).sum())
+    return {d: (np.concatenate(out[d]), busy[d]) for d in DETECTORS}
 
 
 # --- the detector this replaced (bench/drift_legacy.py), for comparison ----------------
@@ -343,8 +368,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quarters", type=int, default=200, help="model-quarters per null")
     ap.add_argument("--trials", type=int, default=100, help="changes per scenario and null")
-    ap.add_argument("--legacy-quarters", type=int, default=5,
-                    help="quarters per null for the old detector (about 7 s each)")  # fmt: skip
+    ap.add_argument("--legacy-quarters", type=int, default=0,
+                    help="quarters per null for the window test (about 7 s each)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     cfg = DriftConfig()
@@ -357,8 +382,9 @@ def main() -> None:
         f"{cfg.bootstrap_reps} bootstrap quarters; {PROBES} probes/run\n"
     )
     print("False alarms per model per quarter (2,160 hourly runs after the baseline)\n")
-    print("| null | quarters | CUSUM mean | p95 | max | old: quarters | old mean | p95 | max |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| null | quarters | service mean | p95 | max | plain CUSUM mean | p95 | max "
+          "| window: quarters | mean | p95 | max |")  # fmt: skip
+    print("| --- " * 12 + "|")
     for null in (*NULLS, ALL):
         fa = false_alarms(rng, null, cfg, args.quarters)
         old = "– | – | – | –"
@@ -368,20 +394,23 @@ def main() -> None:
             stop = BASELINE_RUNS + QUARTER_RUNS
             counts = np.array([legacy_run(sim, j, BASELINE_RUNS, stop)[0] for j in range(n)])
             old = f"{n} | {_summary(counts)}"
-        print(f"| {null.name} | {args.quarters} | {_summary(fa)} | {old} |", flush=True)
+        row = f"{_summary(fa[NEW])} | {_summary(fa[OLD])} | {old}"
+        print(f"| {null.name} | {args.quarters} | {row} |", flush=True)
     print("\nDetection delay: runs from the change to the alarm, the changed run included")
     print(f"(= hours at hourly runs; {args.trials} changes per cell, not found = not within")
     print(f"{FOLLOW} runs)\n")
-    print("| change | null | CUSUM found | median | p90 | old found | median | p90 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| change | null | service found | median | p90 | plain CUSUM found | median | p90 "
+          "| window found | median | p90 |")  # fmt: skip
+    print("| --- " * 11 + "|")
     for label, drop, slow in (
         ("pass rate -5 points", 0.05, 1.0),
         ("pass rate -10 points", 0.10, 1.0),
         ("pass rate -20 points", 0.20, 1.0),
         ("latency +50 %", 0.0, 1.5),
     ):
-        for null in (ALL, NULLS[0]):
-            d, busy = delays(rng, cfg, args.trials, drop, slow, null)
+        # Latency also under the run-level load alone: the null whitening is for.
+        for null in (ALL, NULLS[0], *([NULLS[1]] if slow != 1.0 else [])):
+            d = delays(rng, cfg, args.trials, drop, slow, null)
             old = "– | – | –"
             if args.legacy_quarters:
                 change = BASELINE_RUNS + CHANGE_AFTER
@@ -391,8 +420,10 @@ def main() -> None:
                 od = np.array([legacy_run(sim, j, change - 24, change + FOLLOW, change)[1]
                                for j in range(n)])  # fmt: skip
                 old = _delay_text(od)
+            busy = d[NEW][1]
             note = f" ({busy} in a false alarm at the change)" if busy else ""
-            print(f"| {label}{note} | {null.name} | {_delay_text(d)} | {old} |", flush=True)
+            row = f"{_delay_text(d[NEW][0])} | {_delay_text(d[OLD][0])} | {old}"
+            print(f"| {label}{note} | {null.name} | {row} |", flush=True)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 

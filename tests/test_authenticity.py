@@ -109,7 +109,26 @@ def test_caching_relay_counts_a_repeated_answer_once() -> None:
         o.content = cached.setdefault(key, o.content)
     ev = _ev(target, _run(1))
     assert len(ev.blocks) == len(GREEDY)
-    assert all(b["n"] == 2 and b["p_value"] == pytest.approx(b["floor"]) for b in ev.blocks)
+    assert all(b["n"] == 3 and b["p_value"] == pytest.approx(b["floor"]) for b in ev.blocks)
+
+
+def test_a_routed_first_request_is_evidence_but_not_share() -> None:
+    # A router that sends only each greedy prompt's first (cold) request elsewhere: every
+    # block is at its floor through its cold answer, while the share estimate, which counts
+    # warm answers only, sees nothing substituted.
+    def route(pid: str, sample: int) -> str:
+        return "other" if pid.startswith("greedy") and sample == 0 else "ref"
+
+    ev = _ev(_run(1, route=route), _run(1))
+    assert len(ev.blocks) == len(GREEDY)
+    assert all(b["implausible"] and b["n"] == 3 and not b["warm_implausible"] for b in ev.blocks)
+    est = share_estimate([ev])
+    assert est is not None and est.estimate == 0.0
+    # Without a cold null yet, cold answers wait (and say so); warm ones are still scored.
+    warm_only = {k: v for k, v in _null().items() if not k.endswith("|cold")}
+    ev = _ev(_run(1, route=route), _run(1), null=warm_only)
+    assert all(b["n"] == 2 and not b["implausible"] for b in ev.blocks)
+    assert "cold answers unscored" in ev.signals["greedy"]["note"]
 
 
 def test_reference_down_pauses_evidence() -> None:
@@ -157,6 +176,10 @@ def test_detector_state_round_trips() -> None:
     bank.update_log({"1.0": math.log(200.0), "0.1": 0.0})
     assert bank.member_threshold == 100.0 and bank.alarm and bank.alarmed_at == 1
     assert DetectorBank.from_state(bank.to_state(), 50.0, ("1.0", "0.1")).alarm
+    # New banks are Shiryaev–Roberts; a stored e-CUSUM state stays an e-CUSUM.
+    assert bank.members["1.0"].kind == "shiryaev_roberts"
+    old = {"1.0": EDetector(100.0).to_state()}
+    assert DetectorBank.from_state(old, 50.0, ("1.0",)).members["1.0"].kind == "cusum"
 
 
 # --- the analysis pass over a real store ------------------------------------------------------

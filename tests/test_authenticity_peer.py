@@ -5,7 +5,8 @@ reference, an honest relay in front of the same model (ids rewritten, alias echo
 ``system_fingerprint`` dropped, 50–300 ms added) and a relay that sends every request to a
 random-weight model with SmolLM2's vocabulary and recounts ``usage`` in SmolLM2's
 tokenizer; the analysis pass must call the relay authentic and the swap substituted. The
-thresholds are lowered (one run) and the reference's history is four runs; the benchmark
+thresholds are lowered (one run) and the reference's history is five runs (a block's floor
+is 3/21, so one swapped run clears the lowest threshold the budget allows, 20); the benchmark
 `bench/authenticity_real.py` measures the shipped settings.
 """
 
@@ -98,7 +99,7 @@ def test_honest_relay_is_authentic_and_a_swap_is_substituted(
         ) as swap,
     ):
         cfg = _config(tmp_path, {"ref": up, "relay": relay.base_url, "swap": swap.base_url})
-        plan = [(s, ("ref",)) for s in range(100, 103)]  # the reference's stored history
+        plan = [(s, ("ref",)) for s in range(100, 104)]  # the reference's stored history
         plan += [(0, ("ref", "relay", "swap"))]
         service = asyncio.run(_probe(cfg, plan))
     store = service.store

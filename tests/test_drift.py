@@ -13,12 +13,14 @@ from aione_probe.analysis.changepoint import (
     MIN_THRESHOLD_K,
     Calibration,
     Cusum,
+    ar1_coefficient,
     calibrate,
     detect,
     siegmund_threshold,
     stationary_bootstrap_paths,
 )
 from aione_probe.analysis.drift import (
+    DriftBaseline,
     Monitor,
     RunArrays,
     RunValues,
@@ -101,6 +103,95 @@ def test_calibration_round_trips() -> None:
     assert Calibration.from_dict(cal.to_dict()) == cal
     with pytest.raises(ValueError):
         cal.threshold(0)
+    whitened = Calibration(k=0.2, horizon_runs=10, mean_block=6.0, maxima=[0.1], phi=0.5,
+                           clip=0.4, gaussian_maxima=[0.2], whitened=True)  # fmt: skip
+    assert Calibration.from_dict(whitened.to_dict()) == whitened
+
+
+def test_a_baseline_pinned_before_whitening_keeps_its_plain_latency_detector() -> None:
+    rng = np.random.default_rng(10)
+    base = build_baseline(_arrays(rng, 168, np.full(28, 0.9)), DriftConfig(), rng, reps=20)
+    assert base.calibration["e2e_seconds"].whitened
+    data = base.to_dict()
+    for cal in data["calibration"].values():  # as stored by the previous version
+        for key in ("phi", "clip", "gaussian_maxima", "whitened"):
+            cal.pop(key)
+    data.pop("weekly")
+    old = DriftBaseline.from_dict(data)
+    assert old is not None and not old.weekly
+    new_monitor, old_monitor = Monitor(baseline_id=1), Monitor(baseline_id=2)
+    new_monitor.thresholds(base, 0.2)
+    old_monitor.thresholds(old, 0.2)
+    new, plain = new_monitor.detectors["e2e_seconds"], old_monitor.detectors["e2e_seconds"]
+    assert new.cap == pytest.approx(0.9 * new.h) and new.phi == base.calibration["e2e_seconds"].phi
+    assert plain.phi == 0 and plain.cap == pytest.approx(0.5 * plain.h)
+    assert plain.h >= MIN_THRESHOLD_K * plain.k
+
+
+def _loaded_latency(rng: np.random.Generator, rows: int, runs: int) -> np.ndarray:
+    """Log-latency residuals of a loaded gateway: run-level AR(1) load (log-sd 0.1,
+    coefficient 0.8) plus the noise of a 28-request median (sd 0.07)."""
+    innov = rng.normal(0, 0.1 * math.sqrt(1 - 0.8**2), (rows, runs))
+    load = np.empty_like(innov)
+    load[:, 0] = rng.normal(0, 0.1, rows)
+    for t in range(1, runs):
+        load[:, t] = 0.8 * load[:, t - 1] + innov[:, t]
+    return load + rng.normal(0, 0.07, (rows, runs))
+
+
+def _latency_detector(seed: int) -> tuple[Calibration, np.ndarray, np.random.Generator]:
+    """A whitened detector calibrated on a fortnight of hourly loaded runs."""
+    rng = np.random.default_rng(seed)
+    baseline = _loaded_latency(rng, 1, 336)[0]
+    phi = ar1_coefficient(baseline)
+    assert 0.3 < phi < 0.8  # the load shows through the measurement noise
+    k = reference_value("e2e_seconds", DriftConfig(), per_run=28)
+    cal = calibrate(baseline, k=k, horizon_runs=2160, rng=rng, reps=100, phi=phi)
+    return cal, baseline, rng
+
+
+def test_whitened_detector_finds_a_latency_step_within_two_runs() -> None:
+    cal, baseline, rng = _latency_detector(6)
+    h = cal.threshold(0.2)
+    r = _loaded_latency(rng, 40, 60)
+    r[:, 48:] += math.log(1.5)  # +50 % latency from run 48 on
+    _, state = detect(r, cal.k, h, 0.9 * h, cal.phi, cal.clip)
+    assert not state[:, :48].any()
+    onset = state[:, 48:].argmax(axis=1) + 1
+    assert np.median(onset) <= 2  # most steps page on their 1st or 2nd run
+    # The plain CUSUM, calibrated on the same baseline, needs the long-run spread: slower.
+    plain = calibrate(baseline, k=cal.k, horizon_runs=2160, rng=rng, reps=100)
+    hp = plain.threshold(0.2)
+    _, pstate = detect(r, plain.k, hp, 0.5 * hp)
+    assert np.median(pstate[:, 48:].argmax(axis=1) + 1) > 2
+
+
+def test_whitened_detector_keeps_its_budget_on_a_stationary_loaded_gateway() -> None:
+    cal, _, rng = _latency_detector(7)
+    h = cal.threshold(0.2)
+    assert h >= cal.threshold(2.0) and cal.gaussian_maxima and cal.whitened
+    count, _ = detect(_loaded_latency(rng, 100, 2160), cal.k, h, 0.9 * h, cal.phi, cal.clip)
+    assert count.mean() <= 0.2 * 1.5  # the budget, with room for bootstrap noise
+
+
+def test_whitened_detect_matches_the_stateful_detector() -> None:
+    rng = np.random.default_rng(8)
+    r = _loaded_latency(rng, 1, 400)[0]
+    r[150:] += 0.3
+    r[[100, 160, 161]] = np.nan  # missing runs: the predictor advances, the statistic stays
+    r[120] = math.inf  # every request timed out once: clipped for the predictor
+    count, state = detect(r, 0.2, 0.3, 0.27, 0.6, 0.4)
+    det = Cusum(k=0.2, h=0.3, cap=0.27, phi=0.6, clip=0.4)
+    path = []
+    for x in r:
+        if math.isnan(x):
+            det.skip()
+        else:
+            det.update(float(x), "t")
+        path.append(det.alarm)
+    assert state[0].tolist() == path
+    assert count[0] == det.alarms >= 1
+    assert Cusum.from_dict(det.to_dict()) == det
 
 
 # --- run values and baselines -----------------------------------------------------------
@@ -159,6 +250,23 @@ def test_baseline_learns_the_daily_cycle_and_flags_a_drop() -> None:
     h = cal.threshold(0.2)
     assert detect(same.residuals(base, "pass_rate"), cal.k, h, h / 2)[0][0] == 0
     assert detect(worse.residuals(base, "pass_rate"), cal.k, h, h / 2)[0][0] == 1
+
+
+def test_baseline_learns_the_weekly_cycle() -> None:
+    rng = np.random.default_rng(9)
+    runs = _arrays(rng, 336, rng.beta(5, 1, 28))
+    start = T0.timestamp()  # a Monday, 00:00 UTC
+    runs.started = start + runs.started
+    mondays = runs.weekdays == 0
+    assert mondays.sum() == 48 and runs.weekdays[24] == 1
+    runs.values["e2e_seconds"] = runs.values["e2e_seconds"] * np.where(mondays, 1.3, 1.0)
+    base = build_baseline(runs, DriftConfig(), rng, reps=20)
+    weekly = np.array(base.weekly["e2e_seconds"])
+    assert weekly.argmax() == 0 and weekly[0] > 0.1 > abs(weekly[1:]).max()
+    assert abs(np.array(base.weekly["ttft_seconds"])).max() < 0.05  # no cycle there
+    slow_monday = runs.residuals(base, "e2e_seconds")[mondays]
+    assert abs(float(np.mean(slow_monday))) < 0.1  # the Mondays are expected to be slow
+    assert DriftBaseline.from_dict(base.to_dict()).weekly == base.weekly
 
 
 def test_pass_residuals_pair_by_probe_and_skip_unknown_ones() -> None:

@@ -15,13 +15,13 @@ For each (gateway, model) every comparison that applies is monitored run by run:
   change only: a target substituted before its baseline window looks authentic to it.
 - **profile**: the same against a fingerprint imported for this model.
 
-Each run contributes one e-value to the comparison's e-CUSUM detector
-(`analysis.sequential.EDetector`). The detector's state and the per-run evidence are
-stored with the verdict; the next evaluation continues from the stored state with the runs
-that came after the last counted one, so re-evaluating as often as the service likes
-never counts a run twice, and the state can be rebuilt from the stored per-run log
-e-values alone. The threshold comes from the budget: ``false_alarms_per_year`` shared by
-the target's comparisons over ``runs_per_year`` runs (`threshold_for_budget`).
+Each run contributes one e-value per assumed substituted share to the comparison's bank of
+Shiryaev–Roberts e-detectors (`analysis.sequential.DetectorBank`). The detectors' state and
+the per-run evidence are stored with the verdict; the next evaluation continues from the
+stored state with the runs that came after the last counted one, so re-evaluating as often
+as the service likes never counts a run twice, and the state can be rebuilt from the stored
+per-run log e-values alone. The threshold comes from the budget: ``false_alarms_per_year``
+shared by the target's comparisons over ``runs_per_year`` runs (`threshold_for_budget`).
 ``substituted`` when the statistic crosses it (sticky until a re-pin), ``suspect`` above
 the looser ``suspect_alarms_per_year`` threshold, ``reference_error`` when the latest
 reference run failed (evidence paused), ``insufficient_data`` with what is missing.

@@ -10,19 +10,35 @@ accumulates the part of each residual above the reference value ``k`` (half the 
 change worth a page, and never less than one probe's weight, so one prompt changing its
 answer cannot accumulate evidence). It alarms at ``S_t >= h`` and clears when ``S_t``
 returns to 0: the residuals have been back at baseline long enough to use up the evidence,
-so one excursion pages once. One run adds at most ``c`` (half the threshold or less): a
-single bad run never pages on its own.
+so one excursion pages once. One run adds at most ``c`` (below the threshold): a single
+bad run never pages on its own.
+
+**Whitened (AR(1)) detectors.** Latency carries a run-level load that persists from run to
+run (a loaded gateway is slow for hours). A plain CUSUM must then be calibrated on the
+long-run spread, and a step is slow to find. A detector with ``phi > 0`` feeds on the
+one-step prediction errors ``e_t = r_t - phi * r_{t-1}`` of an AR(1) fitted to the
+baseline's residuals. A step of size ``d`` shows in full in the first error and as only
+``(1 - phi) d`` afterwards (the predictor absorbs the rest), so the statistic is the
+likelihood-ratio CUSUM of exactly that signature (``k = d / 2``), in residual units:
+
+    S_t = max(0, min(e_t - k, c), S_{t-1} + min((1 - phi) (e_t - (1 - phi) k), c))
+
+(the first term: a step starting at this run; the second: one that started earlier). With
+``phi = 0`` it is the plain CUSUM above. A missing run advances the predictor (``phi``
+per missed slot) but not the statistic.
 
 The threshold ``h`` is not derived from an assumed distribution. `calibrate` resamples the
-baseline's own residuals with a stationary bootstrap (blocks keep the run-to-run
-correlation of a loaded gateway, a slow weekly cycle, a prompt stuck in a failing state),
-runs the detector over one horizon (a quarter) and keeps the distribution of the largest
-statistic. A week of baseline runs cannot show a quarter's worst stretch, so
-the bootstrap also measures the residuals' long-run spread (blocks keep the correlation),
-and Siegmund's approximation of the CUSUM's average run length turns it into a threshold
-for the budget. `Calibration.threshold` takes the larger of that and the direct bootstrap
-quantile of the horizon maximum (alarms of a rare-event detector arrive roughly as a
-Poisson process, so ``P(any alarm) = 1 - exp(-budget)``).
+baseline's own residuals (for a whitened detector: its prediction errors) with a stationary
+bootstrap (blocks keep the run-to-run correlation of a loaded gateway, a slow weekly cycle,
+a prompt stuck in a failing state), runs the detector over one horizon (a quarter) and
+keeps the distribution of the largest statistic. A fortnight of baseline runs cannot show a
+quarter's worst stretch, so the bootstrap also measures the long-run spread (blocks keep
+the correlation), and Siegmund's approximation of the CUSUM's average run length turns it
+into a threshold for the budget; a whitened detector also runs over Gaussian errors of the
+baseline's spread (an upper confidence bound) and lag-1 correlation, because a bootstrap
+cannot draw a single error larger than the largest the baseline saw.
+`Calibration.threshold` takes the largest of these (alarms of a rare-event detector arrive
+roughly as a Poisson process, so ``P(any alarm) = 1 - exp(-budget)``).
 """
 
 from __future__ import annotations
@@ -32,11 +48,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import signal, stats
 
 #: The threshold is never below `MIN_THRESHOLD_K` reference values: a baseline with no
 #: spread (fixed prompts answered identically every run) would otherwise alarm at once.
 MIN_THRESHOLD_K = 1.5
+#: The same floor for a whitened detector: a step of the smallest change worth a page adds
+#: about ``k`` in its first run, so a baseline with no spread pages on the second run.
+WHITENED_MIN_THRESHOLD_K = 1.0
+#: Largest AR(1) coefficient a whitened detector uses (a random walk cannot be whitened
+#: by a stationary model; the bootstrap calibrates what is left).
+MAX_PHI = 0.9
+#: The predictor uses the last residual clipped to this many baseline standard deviations,
+#: so one wild run (a burst of timeouts) does not hide the next from the detector.
+PREDICTOR_CLIP_SD = 4.0
 #: Bootstrap blocks are at least a day of hourly runs long (or a quarter of the baseline):
 #: a short baseline underestimates the autocorrelation of a slowly varying load.
 MIN_BLOCK_RUNS = 6
@@ -45,11 +70,49 @@ HOURS = 24
 LONG_RUN_LEVEL = 0.75
 #: Prior weight (in runs) of the overall level when estimating an hour-of-day level.
 HOUR_SHRINK_RUNS = 3.0
+DAYS = 7
+#: Prior weight (in runs) of "no weekday effect" when estimating a day-of-week offset: a
+#: day of runs, because under a persistent load a day's runs are far from independent.
+WEEKDAY_SHRINK_RUNS = 24.0
 
 
-def cusum_step(s: Any, residual: Any, k: float, cap: float) -> Any:
-    """One CUSUM update (scalars or arrays): ``max(0, s + min(r - k, cap))``."""
-    return np.maximum(0.0, s + np.minimum(residual - k, cap))
+def cusum_step(s: Any, error: Any, k: Any, cap: Any, phi: Any = 0.0) -> Any:
+    """One detector update (scalars or arrays) with prediction error `error`.
+
+    ``max(0, min(e - k, cap), s + min((1 - phi) (e - (1 - phi) k), cap))``; with
+    ``phi = 0`` (and ``s >= 0``) the plain CUSUM ``max(0, s + min(e - k, cap))``.
+    """
+    onset = np.minimum(error - k, cap)
+    rest = s + np.minimum((1.0 - phi) * (error - (1.0 - phi) * k), cap)
+    return np.maximum(0.0, np.maximum(onset, rest))
+
+
+def ar1_coefficient(r: np.ndarray) -> float:
+    """Lag-1 autocorrelation of `r` clipped to [0, `MAX_PHI`] (see `lag1_correlation`)."""
+    return float(np.clip(lag1_correlation(r), 0.0, MAX_PHI))
+
+
+def lag1_correlation(r: np.ndarray) -> float:
+    """Lag-1 autocorrelation of `r` over consecutive finite pairs (0 when there are
+    fewer than 8 pairs or no spread)."""
+    r = np.asarray(r, dtype=float)
+    pairs = np.isfinite(r[1:]) & np.isfinite(r[:-1])
+    if pairs.sum() < 8:
+        return 0.0
+    mean = float(np.mean(r[np.isfinite(r)]))
+    a, b = r[:-1][pairs] - mean, r[1:][pairs] - mean
+    den = float(np.sqrt((a @ a) * (b @ b)))
+    return float(a @ b / den) if den > 0 else 0.0
+
+
+def prediction_errors(r: np.ndarray, phi: float) -> np.ndarray:
+    """One-step AR(1) prediction errors ``r_t - phi r_{t-1}`` of consecutive finite runs
+    (all finite residuals when ``phi = 0``)."""
+    r = np.asarray(r, dtype=float)
+    if phi == 0:
+        return r[np.isfinite(r)]
+    e = r[1:] - phi * r[:-1]
+    return e[np.isfinite(e)]
 
 
 def stationary_bootstrap_paths(
@@ -105,10 +168,15 @@ class Calibration:
         k: the reference value the detector runs with.
         horizon_runs: runs per horizon (a quarter at the baseline's run spacing).
         mean_block: bootstrap block length used.
-        long_run_sd: an upper confidence bound of the residuals' long-run standard
-            deviation (the spread of a sum of many consecutive residuals, per run), from
-            the block bootstrap.
+        long_run_sd: an upper confidence bound of the long-run standard deviation of
+            the detector's inputs (residuals, or prediction errors when whitened: the
+            spread of a sum of many consecutive ones, per run), from the block bootstrap.
         maxima: sorted largest statistic of each bootstrap horizon.
+        phi: AR(1) coefficient of a whitened detector (0: plain CUSUM).
+        clip: the predictor clips the last residual to +-clip.
+        gaussian_maxima: sorted largest statistic of each horizon of Gaussian errors
+            (whitened detectors only).
+        whitened: a whitened detector (its `phi` may still come out 0).
     """
 
     k: float
@@ -116,25 +184,36 @@ class Calibration:
     mean_block: float
     long_run_sd: float = 0.0
     maxima: list[float] = field(default_factory=list)
+    phi: float = 0.0
+    clip: float = math.inf
+    gaussian_maxima: list[float] = field(default_factory=list)
+    whitened: bool = False
 
     def threshold(self, false_alarms: float) -> float:
         """The threshold that spends `false_alarms` expected alarms per horizon.
 
-        The larger of: Siegmund's approximation of the CUSUM's average run length with
-        the bootstrapped long-run spread (a week of baseline runs cannot show a
-        quarter's worst stretch, the law can), the direct bootstrap quantile of the
-        horizon maximum, and `MIN_THRESHOLD_K` × k.
+        The largest of: Siegmund's approximation of the CUSUM's average run length with
+        the bootstrapped long-run spread (a fortnight of baseline runs cannot show a
+        quarter's worst stretch, the law can; for a whitened detector, of the part that
+        accumulates after a step's first run), the direct bootstrap quantile of the
+        horizon maximum, the same quantile over Gaussian errors (whitened detectors), and
+        a floor of `MIN_THRESHOLD_K` × k (`WHITENED_MIN_THRESHOLD_K` × k when whitened).
         """
         if false_alarms <= 0:
             raise ValueError("the false-alarm budget must be positive")
-        candidates = [MIN_THRESHOLD_K * self.k]
-        if self.maxima:
-            p_any = 1.0 - math.exp(-false_alarms)
-            q = float(np.quantile(np.asarray(self.maxima), 1.0 - p_any, method="higher"))
-            candidates.append(q * (1.0 + 1e-9) + 1e-12)
+        floor = WHITENED_MIN_THRESHOLD_K if self.whitened else MIN_THRESHOLD_K
+        candidates = [floor * self.k]
+        p_any = 1.0 - math.exp(-false_alarms)
+        for maxima in (self.maxima, self.gaussian_maxima):
+            if maxima:
+                q = float(np.quantile(np.asarray(maxima), 1.0 - p_any, method="higher"))
+                candidates.append(q * (1.0 + 1e-9) + 1e-12)
         if self.long_run_sd > 0:
             arl = self.horizon_runs / false_alarms
-            candidates.append(siegmund_threshold(self.k, self.long_run_sd, arl))
+            rest = 1.0 - self.phi
+            candidates.append(
+                siegmund_threshold(rest * rest * self.k, rest * self.long_run_sd, arl)
+            )
         return max(candidates)
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +224,10 @@ class Calibration:
             "mean_block": self.mean_block,
             "long_run_sd": self.long_run_sd,
             "maxima": [round(m, 6) for m in self.maxima],
+            "phi": self.phi,
+            "clip": self.clip if math.isfinite(self.clip) else None,
+            "gaussian_maxima": [round(m, 6) for m in self.gaussian_maxima],
+            "whitened": self.whitened,
         }
 
     @classmethod
@@ -156,6 +239,10 @@ class Calibration:
             mean_block=float(data["mean_block"]),
             long_run_sd=float(data.get("long_run_sd", 0.0)),
             maxima=[float(m) for m in data.get("maxima", [])],
+            phi=float(data.get("phi", 0.0)),
+            clip=math.inf if data.get("clip") is None else float(data["clip"]),
+            gaussian_maxima=[float(m) for m in data.get("gaussian_maxima", [])],
+            whitened=bool(data.get("whitened", False)),
         )
 
 
@@ -183,6 +270,20 @@ def hour_levels(x: np.ndarray, hours: np.ndarray, shrink: float = HOUR_SHRINK_RU
     return levels[0] if one else levels
 
 
+def weekday_offsets(x: np.ndarray, weekdays: np.ndarray) -> np.ndarray:
+    """Day-of-week offsets (Monday = 0) of the one-dimensional `x`, the remainder after
+    the hour-of-day levels: each weekday's mean, shrunk towards 0 with weight
+    ``n / (n + WEEKDAY_SHRINK_RUNS)``, then centred so the offsets average to 0 over the
+    runs.
+    """
+    x = np.asarray(x, dtype=float)
+    onehot = np.asarray(weekdays)[:, None] == np.arange(DAYS)[None, :]
+    n = onehot.sum(axis=0)
+    means = (x @ onehot) / np.maximum(n, 1)
+    offsets = means * n / (n + WEEKDAY_SHRINK_RUNS)
+    return offsets - float(offsets @ n) / max(int(n.sum()), 1)
+
+
 def calibrate(
     residuals: np.ndarray,
     *,
@@ -190,15 +291,17 @@ def calibrate(
     horizon_runs: int,
     rng: np.random.Generator,
     reps: int = 500,
+    phi: float | None = None,
 ) -> Calibration:
     """Bootstrap the detector's null from the baseline's own residuals.
 
-    Each replicate resamples `horizon_runs` residuals in blocks of mean length
-    `mean_block_length` (at least a day of runs, or a quarter of the baseline) and runs the
-    detector over them without the per-run cap (``h`` is what is being found): uncapped
-    maxima bound the capped detector's from above, so the threshold is conservative. The
-    residuals should be out-of-sample (`aione_probe.analysis.drift` cross-validates
-    them), so that the error of the pinned levels is part of the null.
+    The detector's inputs (the residuals, or for ``phi > 0`` their AR(1) prediction
+    errors) are resampled into `reps` horizons of `horizon_runs` in blocks of mean length
+    `mean_block_length` (at least a day of runs, or a quarter of the baseline), and the
+    detector runs over them without the per-run cap (``h`` is what is being found):
+    uncapped maxima bound the capped detector's from above, so the threshold is
+    conservative. The residuals should be out-of-sample (`aione_probe.analysis.drift`
+    cross-validates them), so that the error of the pinned levels is part of the null.
 
     Args:
         residuals: baseline residuals, oriented so that positive is worse, in run order
@@ -207,26 +310,62 @@ def calibrate(
         horizon_runs: runs per false-alarm horizon.
         rng: random source.
         reps: bootstrap replicates (each a full horizon).
+        phi: AR(1) coefficient of a whitened detector (`ar1_coefficient`, possibly 0);
+            None for a plain CUSUM.
     """
+    whitened = phi is not None
+    phi = phi or 0.0
     r = np.asarray(residuals, dtype=float)
-    r = r[np.isfinite(r)]
-    n = len(r)
+    e = prediction_errors(r, phi)
+    n = len(e)
     if n < 2:
         raise ValueError("calibration needs at least two baseline residuals")
-    block = max(mean_block_length(r), min(MIN_BLOCK_RUNS, n / 4))
-    future = r[stationary_bootstrap_paths(n, horizon_runs, block, reps, rng)]
-    s = np.zeros(reps)
-    best = np.zeros(reps)
-    for t in range(horizon_runs):
-        s = np.maximum(0.0, s + future[:, t] - k)
-        np.maximum(best, s, out=best)
+    block = max(mean_block_length(e), min(MIN_BLOCK_RUNS, n / 4))
+    future = e[stationary_bootstrap_paths(n, horizon_runs, block, reps, rng)]
+    lr_sd = long_run_sd(e, block, rng, reps)
+    gaussian: list[float] = []
+    if whitened:
+        errors = _gaussian_errors(e, block, horizon_runs, reps, rng)
+        gaussian = sorted(_horizon_maxima(errors, k, phi))
+    finite = r[np.isfinite(r)]
     return Calibration(
         k=k,
         horizon_runs=horizon_runs,
         mean_block=block,
-        long_run_sd=long_run_sd(r, block, rng, reps),
-        maxima=sorted(best),
+        long_run_sd=lr_sd,
+        maxima=sorted(_horizon_maxima(future, k, phi)),
+        phi=phi,
+        clip=PREDICTOR_CLIP_SD * float(np.std(finite)) if phi > 0 else math.inf,
+        gaussian_maxima=gaussian,
+        whitened=whitened,
     )
+
+
+def _horizon_maxima(errors: np.ndarray, k: float, phi: float) -> np.ndarray:
+    """Largest uncapped statistic of each row of prediction errors, without a loop.
+
+    Unrolled, ``S_t = max(b_t, S_{t-1} + a_t)`` with ``b = max(0, e - k)`` and
+    ``a = (1 - phi) (e - (1 - phi) k)`` is ``A_t + max_{j <= t} (b_j - A_j)`` where ``A``
+    is the running sum of ``a``.
+    """
+    onset = np.maximum(errors - k, 0.0)
+    total = np.cumsum((1.0 - phi) * (errors - (1.0 - phi) * k), axis=1)
+    s = total + np.maximum.accumulate(onset - total, axis=1)
+    return np.maximum(s.max(axis=1), 0.0)
+
+
+def _gaussian_errors(
+    e: np.ndarray, block: float, runs: int, reps: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Gaussian AR(1) prediction errors with the spread of `e` (the `LONG_RUN_LEVEL`
+    upper confidence bound, about ``n / block`` independent blocks) and its lag-1
+    correlation."""
+    df = max(len(e) / block - 1.0, 1.0)
+    sd = float(np.std(e)) * math.sqrt(df / float(stats.chi2.ppf(1.0 - LONG_RUN_LEVEL, df)))
+    rho = float(np.clip(lag1_correlation(e), -MAX_PHI, MAX_PHI))
+    z = rng.standard_normal((reps, runs))
+    z[:, 1:] *= math.sqrt(1.0 - rho * rho)  # stationary from the first run
+    return sd * signal.lfilter([1.0], [1.0, -rho], z, axis=1)
 
 
 def long_run_sd(r: np.ndarray, block: float, rng: np.random.Generator, reps: int) -> float:
@@ -270,31 +409,41 @@ def siegmund_threshold(k: float, sd: float, arl: float) -> float:
     return max(0.0, (hi - 1.166) * sd)
 
 
-def detect(residuals: np.ndarray, k: Any, h: Any, cap: Any) -> tuple[np.ndarray, np.ndarray]:
+def detect(
+    residuals: np.ndarray, k: Any, h: Any, cap: Any, phi: Any = 0.0, clip: Any = math.inf
+) -> tuple[np.ndarray, np.ndarray]:
     """Run the alarm-and-clear detector over rows of residuals (benchmarks, replays).
 
     The same recursion as `Cusum.update`, vectorised over rows.
 
     Args:
-        residuals: shape (rows, runs); NaN is a run the detector does not see.
+        residuals: shape (rows, runs); NaN is a run the detector does not see (the
+            predictor still advances by one slot).
         k: reference value (a number, or one per row).
         h: threshold (a number, or one per row).
         cap: largest increment of one run (a number, or one per row).
+        phi: AR(1) coefficient (a number, or one per row; 0 for a plain CUSUM).
+        clip: the predictor's clip of the last residual (a number, or one per row).
 
     Returns:
         (alarms per row, alarm state per row and run).
     """
     r = np.atleast_2d(np.asarray(residuals, dtype=float))
     rows, runs = r.shape
-    k, h, cap = (np.broadcast_to(np.asarray(v, dtype=float), (rows,)) for v in (k, h, cap))
+    k, h, cap, phi, clip = (
+        np.broadcast_to(np.asarray(v, dtype=float), (rows,)) for v in (k, h, cap, phi, clip)
+    )
     s = np.zeros(rows)
+    pred = np.zeros(rows)
     alarm = np.zeros(rows, dtype=bool)
     count = np.zeros(rows, dtype=np.int64)
     state = np.zeros((rows, runs), dtype=bool)
     for t in range(runs):
         x = r[:, t]
-        seen = np.isfinite(x)
-        s = np.where(seen, cusum_step(s, np.where(seen, x, 0.0), k, cap), s)
+        seen = ~np.isnan(x)
+        x = np.where(seen, np.clip(x, -1e300, 1e300), 0.0)  # as `Cusum.update` does
+        s = np.where(seen, cusum_step(s, x - pred, k, cap, phi), s)
+        pred = phi * np.where(seen, np.clip(x, -clip, clip), pred)
         new = ~alarm & (s >= h)
         count += new
         alarm = (alarm | new) & ~(seen & (s <= 0.0))
@@ -309,7 +458,9 @@ class Cusum:
     Attributes:
         k: reference value; h: threshold; cap: largest increment of one run (all in the
             metric's residual units).
+        phi: AR(1) coefficient (0: a plain CUSUM); clip: the predictor's clip.
         s: current statistic.
+        pred: the prediction of the next run's residual (``phi`` × the last one).
         alarm: in alarm since `alarm_since` (ISO time of the run that tripped it).
         alarms: alarms since the baseline was pinned.
         runs: runs fed since the baseline was pinned.
@@ -318,17 +469,26 @@ class Cusum:
     k: float
     h: float
     cap: float
+    phi: float = 0.0
+    clip: float | None = None
     s: float = 0.0
+    pred: float = 0.0
     alarm: bool = False
     alarm_since: str | None = None
     alarms: int = 0
     runs: int = 0
 
+    def skip(self, slots: int = 1) -> None:
+        """Runs the detector did not see: the predictor advances, the statistic stays."""
+        self.pred *= self.phi ** max(slots, 0)
+
     def update(self, residual: float, at: str) -> bool:
         """Feed one run's residual (positive = worse); return whether in alarm afterwards."""
         if not math.isfinite(residual):
             residual = math.copysign(1e300, residual)
-        self.s = float(cusum_step(self.s, residual, self.k, self.cap))
+        self.s = float(cusum_step(self.s, residual - self.pred, self.k, self.cap, self.phi))
+        clip = math.inf if self.clip is None else self.clip
+        self.pred = self.phi * min(max(residual, -clip), clip)
         self.runs += 1
         if not self.alarm and self.s >= self.h:
             self.alarm, self.alarm_since = True, at

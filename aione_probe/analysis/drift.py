@@ -15,9 +15,9 @@ residual, oriented so that positive is worse:
   probes this run scored* (paired by probe hash, so a partial run is compared like with
   like, and a changed prompt, which has a new hash, is left out);
 - latency: log of the run's median minus the baseline's hour-of-day level (UTC, shrunk
-  towards the overall level when an hour has few baseline runs): the daily cycle is
-  part of the expectation, the weekly one stays in the residuals the threshold is
-  calibrated on;
+  towards the overall level when an hour has few baseline runs) and day-of-week offset
+  (shrunk towards 0 by a day of runs): the daily and weekly cycles are part of the
+  expectation;
 - output length: log median minus the baseline level (longer is worse);
 - error share: observed minus the baseline share.
 
@@ -26,7 +26,9 @@ reference value half the smallest change worth a page (`DriftConfig.min_change`)
 below one probe's (one request's) weight, and a threshold calibrated by a stationary block
 bootstrap of the baseline's own residuals for a false-alarm budget of
 `DriftConfig.false_alarms_per_quarter` per model, split evenly over every detector of the
-target (all its suites and metrics).
+target (all its suites and metrics). The latency detectors are *whitened*: they feed on
+the AR(1) prediction errors of the residuals (`MetricSpec.whiten`), because a gateway's
+load persists from run to run.
 
 **Missing runs.** A run that produced nothing (gateway down, spend cap, interrupted) or a
 schedule slot with no run at all neither advances nor resets a detector: the gap is
@@ -45,7 +47,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from aione_probe.analysis.changepoint import Calibration, Cusum, calibrate, hour_levels
+from aione_probe.analysis.changepoint import (
+    Calibration,
+    Cusum,
+    ar1_coefficient,
+    calibrate,
+    hour_levels,
+    weekday_offsets,
+)
 from aione_probe.config import DriftConfig
 
 Scale = Literal["share", "log"]
@@ -59,8 +68,12 @@ class MetricSpec:
         name: metric name (label value of ``aione_probe_drift_*``).
         scale: ``share`` (compared as is) or ``log`` (compared as log, i.e. relative).
         worse_up: whether a larger value is worse.
-        seasonal: whether the baseline level depends on the hour of the day.
-        cap: the most one run adds to the detector, as a fraction of its threshold.
+        seasonal: whether the baseline level depends on the hour of the day and the day
+            of the week.
+        cap: the most one run adds to a plain detector, as a fraction of its threshold
+            (a whitened one: `WHITENED_CAP`).
+        whiten: whether the detector feeds on AR(1) prediction errors (a run-level load
+            that persists from run to run; `aione_probe.analysis.changepoint`).
     """
 
     name: str
@@ -68,12 +81,13 @@ class MetricSpec:
     worse_up: bool
     seasonal: bool
     cap: float = 0.5
+    whiten: bool = False
 
 
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("pass_rate", "share", worse_up=False, seasonal=False),
-    MetricSpec("ttft_seconds", "log", worse_up=True, seasonal=True),
-    MetricSpec("e2e_seconds", "log", worse_up=True, seasonal=True),
+    MetricSpec("ttft_seconds", "log", worse_up=True, seasonal=True, whiten=True),
+    MetricSpec("e2e_seconds", "log", worse_up=True, seasonal=True, whiten=True),
     MetricSpec("output_tokens", "log", worse_up=True, seasonal=False),
     # Error bursts (an outage's first and last run) are the SLO alerts' business; the
     # drift detector pages on a rise that lasts at least three runs.
@@ -92,6 +106,10 @@ QUARTER_S = 90 * 86400.0
 #: A quarter of runs every 5 minutes: faster schedules (tests, demos) are calibrated as if
 #: they ran every 5 minutes, so the bootstrap stays small.
 MAX_HORIZON_RUNS = 90 * 24 * 12
+#: The most one run adds to a whitened detector, as a fraction of its threshold: a step
+#: pages on its second run (never on one run alone) although the predictor absorbs most
+#: of it after the first.
+WHITENED_CAP = 0.9
 #: Folds of the baseline's cross-validated residuals (a day each for a week of runs).
 CV_FOLDS = 7
 _LOG_FLOOR = 1e-3
@@ -158,6 +176,7 @@ class DriftBaseline:
         last_started: start of its last run (Unix time): detectors resume after it.
         probe_pass: probe hash -> baseline pass rate.
         levels: metric -> expected transformed value, 24 hour-of-day levels or one.
+        weekly: metric -> 7 day-of-week offsets (Monday first) added to the level.
         typical: metric -> baseline median in natural units (for display).
         calibration: metric -> bootstrap null of its detector.
     """
@@ -168,6 +187,7 @@ class DriftBaseline:
     last_started: float = 0.0
     probe_pass: dict[str, float] = field(default_factory=dict)
     levels: dict[str, list[float]] = field(default_factory=dict)
+    weekly: dict[str, list[float]] = field(default_factory=dict)
     typical: dict[str, float] = field(default_factory=dict)
     calibration: dict[str, Calibration] = field(default_factory=dict)
 
@@ -176,10 +196,15 @@ class DriftBaseline:
         """Runs in a quarter at the baseline's spacing (at most `MAX_HORIZON_RUNS`)."""
         return max(1, min(MAX_HORIZON_RUNS, round(QUARTER_S / max(self.interval_s, 1.0))))
 
-    def expected(self, metric: str, hours: Any) -> Any:
-        """Expected transformed value of `metric` at UTC hour(s) `hours`."""
+    def expected(self, metric: str, hours: Any, weekdays: Any = None) -> Any:
+        """Expected transformed value of `metric` at UTC hour(s) `hours` (and, for a
+        seasonal metric, `weekdays`: Monday = 0)."""
         levels = np.asarray(self.levels[metric])
-        return levels[np.asarray(hours) % len(levels)] if len(levels) > 1 else levels[0]
+        out = levels[np.asarray(hours) % len(levels)] if len(levels) > 1 else levels[0]
+        offsets = self.weekly.get(metric)
+        if offsets and weekdays is not None:
+            out = out + np.asarray(offsets)[np.asarray(weekdays) % len(offsets)]
+        return out
 
     def residuals(
         self,
@@ -189,11 +214,13 @@ class DriftBaseline:
         passed: np.ndarray | None = None,
         scored: np.ndarray | None = None,
         hashes: Sequence[str] = (),
+        weekdays: np.ndarray | None = None,
     ) -> np.ndarray:
         """Residuals (positive = worse) of runs; NaN where a run has no value.
 
         For ``pass_rate`` give `passed` and `scored` (runs × probes, in `hashes` order);
         `values` is then ignored. Probes the baseline does not know are left out.
+        `weekdays` (UTC, Monday = 0) select the day-of-week offsets of seasonal metrics.
         """
         if metric == "pass_rate":
             assert passed is not None and scored is not None
@@ -205,7 +232,7 @@ class DriftBaseline:
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(n > 0, (expected - got) / np.maximum(n, 1), np.nan)
         spec = _SPEC[metric]
-        r = _transform(spec, values) - self.expected(metric, hours)
+        r = _transform(spec, values) - self.expected(metric, hours, weekdays)
         return r if spec.worse_up else -r
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,6 +245,7 @@ class DriftBaseline:
             "last_started": self.last_started,
             "probe_pass": self.probe_pass,
             "levels": self.levels,
+            "weekly": self.weekly,
             "typical": self.typical,
             "calibration": {m: c.to_dict() for m, c in self.calibration.items()},
         }
@@ -234,9 +262,16 @@ class DriftBaseline:
             last_started=float(data.get("last_started", 0.0)),
             probe_pass={k: float(v) for k, v in data["probe_pass"].items()},
             levels={k: [float(x) for x in v] for k, v in data["levels"].items()},
+            weekly={k: [float(x) for x in v] for k, v in data.get("weekly", {}).items()},
             typical={k: float(v) for k, v in data["typical"].items()},
             calibration={m: Calibration.from_dict(c) for m, c in data["calibration"].items()},
         )
+
+
+def cap_fraction(metric: str, cal: Calibration) -> float:
+    """The most one run adds to the detector of `metric`, as a fraction of its threshold
+    (a baseline pinned before whitening keeps its plain detector and cap)."""
+    return WHITENED_CAP if cal.whitened else _SPEC[metric].cap
 
 
 def reference_value(metric: str, cfg: DriftConfig, per_run: float) -> float:
@@ -299,6 +334,11 @@ class RunArrays:
             requests=np.array([r.n_requests for r in runs], dtype=float),
         )
 
+    @property
+    def weekdays(self) -> np.ndarray:
+        """UTC day of the week of each run's start (Monday = 0; `started` in Unix time)."""
+        return ((self.started // 86400).astype(np.int64) + 3) % 7  # 1970-01-01: Thursday
+
     def take(self, mask: np.ndarray) -> RunArrays:
         """The runs where `mask` is true."""
         return RunArrays(
@@ -323,6 +363,7 @@ class RunArrays:
             self.passed,
             self.scored,
             self.hashes,
+            self.weekdays,
         )
         if metric != "error_share":
             errors = self.values.get("error_share", np.zeros(len(self.hours)))
@@ -365,7 +406,10 @@ def _fit(runs: RunArrays) -> DriftBaseline:
             continue
         t = np.where(finite, t, t[finite].max())
         if spec.seasonal:
-            base.levels[spec.name] = [float(v) for v in hour_levels(t, runs.hours[ok])]
+            levels = hour_levels(t, runs.hours[ok])
+            base.levels[spec.name] = [float(v) for v in levels]
+            weekly = weekday_offsets(t - levels[runs.hours[ok]], runs.weekdays[ok])
+            base.weekly[spec.name] = [float(v) for v in weekly]
         else:
             base.levels[spec.name] = [float(np.mean(t))]
         base.typical[spec.name] = float(np.median(x[ok]))
@@ -418,8 +462,9 @@ def build_baseline(
             base.levels.pop(spec.name, None)
             continue
         k = reference_value(spec.name, cfg, per_run.get(spec.name, 1.0))
+        phi = ar1_coefficient(r) if spec.whiten else None
         base.calibration[spec.name] = calibrate(
-            r, k=k, horizon_runs=base.horizon_runs, rng=rng, reps=reps
+            r, k=k, horizon_runs=base.horizon_runs, rng=rng, reps=reps, phi=phi
         )
     return base
 
@@ -464,12 +509,13 @@ class Monitor:
         """(Re)set every detector's threshold for a per-detector budget per quarter."""
         for metric, cal in baseline.calibration.items():
             h = cal.threshold(per_detector)
-            cap = _SPEC[metric].cap * h
+            cap = cap_fraction(metric, cal) * h
+            clip = cal.clip if math.isfinite(cal.clip) else None
             det = self.detectors.get(metric)
             if det is None:
-                self.detectors[metric] = Cusum(k=cal.k, h=h, cap=cap)
+                self.detectors[metric] = Cusum(k=cal.k, h=h, cap=cap, phi=cal.phi, clip=clip)
             else:
-                det.k, det.h, det.cap = cal.k, h, cap
+                det.k, det.h, det.cap, det.phi, det.clip = cal.k, h, cap, cal.phi, clip
 
     def _gap(self) -> Gap:
         if self._open is None:
@@ -486,9 +532,11 @@ class Monitor:
             gap.reasons[reason] = gap.reasons.get(reason, 0) + 1
             self.missed_runs += 1
             return
+        skipped = 0
         if self.last_at is not None:
             elapsed = (run.started_at - datetime.fromisoformat(self.last_at)).total_seconds()
             slots = round(elapsed / baseline.interval_s) - 1
+            skipped = max(slots, 0)
             counted = self._open.missed_runs if self._open else 0
             if elapsed > GAP_FACTOR * baseline.interval_s and slots > counted:
                 gap = self._gap()
@@ -500,7 +548,7 @@ class Monitor:
             self.gaps = [*self.gaps, self._open][-MAX_GAPS:]
             self._open = None
         arrays = RunArrays.of([run])
-        hour = run.started_at.hour
+        hour, weekday = run.started_at.hour, int(arrays.weekdays[0])
         errors = run.values.get("error_share")
         if errors is not None and errors >= DEGRADED_ERROR_SHARE:
             self.degraded_runs += 1  # only the error-share detector sees it
@@ -508,9 +556,12 @@ class Monitor:
             r = float(arrays.residuals(baseline, metric)[0])
             value = run.values.get(metric)
             self.last[metric] = {"value": value, "residual": r if math.isfinite(r) else None}
-            if not math.isnan(r):
+            det.skip(skipped)  # slots without a usable run: the predictor moves on
+            if math.isnan(r):
+                det.skip()
+            else:
                 det.update(r, at)
-            self.last[metric]["expected"] = _natural(baseline, metric, hour)
+            self.last[metric]["expected"] = _natural(baseline, metric, hour, weekday)
         pr = run.values.get("pass_rate")
         if pr is not None:
             self.recent_pass = [*self.recent_pass, pr][-RECENT_RUNS:]
@@ -562,11 +613,11 @@ class Monitor:
         )
 
 
-def _natural(baseline: DriftBaseline, metric: str, hour: int) -> float | None:
-    """The baseline's expected value of `metric` at `hour`, in natural units."""
+def _natural(baseline: DriftBaseline, metric: str, hour: int, weekday: int) -> float | None:
+    """The baseline's expected value of `metric` at `hour` on `weekday`, in natural units."""
     if metric == "pass_rate":
         return baseline.typical.get("pass_rate")
-    e = float(baseline.expected(metric, hour))
+    e = float(baseline.expected(metric, hour, weekday))
     return math.exp(e) if _SPEC[metric].scale == "log" else e
 
 
@@ -589,7 +640,8 @@ def verdict_of(monitor: Monitor, baseline: DriftBaseline) -> DriftVerdict:
         rows.append(
             {
                 "metric": metric,
-                "test": "cusum",
+                "test": "whitened-cusum" if _SPEC[metric].whiten else "cusum",
+                "phi": det.phi,
                 "statistic": det.s,
                 "threshold": det.h,
                 "k": det.k,

@@ -11,11 +11,17 @@ when nothing has changed), and the detector's statistic
 alarms when it reaches a threshold ``c``. Under the null ``R_t - t`` is a supermartingale,
 so the mean time to a false alarm is at least ``c`` runs, whatever the data's distribution
 and however often the statistic is read (Shekhar & Ramdas 2023, arXiv:2309.09111). Since
-``M_t <= R_t`` the e-CUSUM inherits the bound. After an alarm the detector restarts, so the
-expected number of false alarms in ``n`` runs is at most about ``n / c``: a budget of
-``b`` false alarms per horizon of ``n`` runs is the threshold ``c = n / b``
-(`threshold_for_budget`). A bound on the *probability* of any false alarm over the horizon
-follows too, since ``P(any) <= E[count]``.
+``M_t <= R_t`` the e-CUSUM inherits the bound. ``R_t`` is the sum over every possible
+change run ``j`` of the product of the e-values since ``j`` (the e-CUSUM takes their
+maximum), and ``R_t + (n - t)`` is a non-negative supermartingale starting at ``n`` (one
+product per start, each starting at 1), so by Ville's inequality the probability of any
+alarm within ``n`` runs is at most ``n / c`` for both. Under a change the sum gathers the
+evidence of every start near the true one, so Shiryaev–Roberts alarms no later than the
+e-CUSUM on the same e-values: the service's authenticity detectors (`DetectorBank`) use it.
+After an alarm the detector restarts, so the expected number of false alarms in ``n`` runs
+is at most about ``n / c``: a budget of ``b`` false alarms per horizon of ``n`` runs is the
+threshold ``c = n / b`` (`threshold_for_budget`). A bound on the *probability* of any false
+alarm over the horizon follows too, since ``P(any) <= E[count]``.
 
 Both statistics are kept in log space: an e-value of 1e-300 or 1e300 is ordinary.
 Per-run p-values become e-values with a calibrator (`p_to_e`); a p-value that is valid for
@@ -184,19 +190,21 @@ class DetectorBank:
 
     Each member gets the threshold ``threshold * len(names)``: the expected number of
     false alarms of the bank is at most the sum of its members', so the bank keeps the
-    budget `threshold` was derived from (a union bound). `log_excess` is the largest
-    member's log statistic minus its log threshold (>= 0 means alarm).
+    budget `threshold` was derived from (a union bound). New members are `kind`
+    detectors (Shiryaev–Roberts: the same bound as the e-CUSUM, never later; module
+    docs); members restored by `from_state` keep the kind they were stored with.
     """
 
     threshold: float
     names: tuple[str, ...]
     members: dict[str, EDetector] = field(default_factory=dict)
+    kind: DetectorKind = "shiryaev_roberts"
 
     def __post_init__(self) -> None:
         if not self.names:
             raise ValueError("a detector bank needs at least one member")
         for name in self.names:
-            self.members.setdefault(name, EDetector(self.member_threshold))
+            self.members.setdefault(name, EDetector(self.member_threshold, kind=self.kind))
 
     @property
     def member_threshold(self) -> float:

@@ -6,18 +6,29 @@ assumed: real engines are not deterministic even at temperature 0 (llama.cpp dec
 prompt served from its KV prefix cache differently from a cold one after a dozen tokens).
 
 **Greedy blocks.** A block is one rendered greedy prompt of one run (the suite sends it
-three times; the first request meets a cold KV cache, so only the warm second and third
-answers are compared, like with like). Each warm target answer t gets the statistic
-S(t) = max over the reference's warm answers r to the same prompt of sim(t, r), where sim
-is the mean of the shared-prefix ratio and the character 3-gram cosine. The null
-distribution is that of sim(r, r') between the reference's two warm answers to one prompt,
-collected from the reference's stored history (per probe once it has `min_null` pairs,
-else pooled over the greedy probes). If the target serves the reference's distribution,
-sim(t, r) for one reference answer is distributed like sim(r, r'), and S(t) is at least
-that, so p(t) = (1 + #{null <= S(t)}) / (1 + #null) is a valid (conservative) p-value. A
-block's p-value is the smallest of its answers' times their number (Bonferroni), valid
-however its answers depend on each other: a relay that caches identical requests repeats
-one answer, which then counts once.
+three times). The first request meets a cold KV cache and the second and third a warm one,
+and llama.cpp (like batched GPU servers, for other reasons) decodes the two states
+differently after a dozen tokens, so each kind of answer has its own null, learned from the
+reference's stored history (per probe once it has `min_null` values, else pooled over the
+greedy probes):
+
+- a warm target answer t gets S(t) = max over the reference's warm answers r to the same
+  prompt of sim(t, r), where sim is the mean of the shared-prefix ratio and the character
+  3-gram cosine; its null is sim(r, r') between the reference's two warm answers to one
+  prompt;
+- the cold target answer gets S(t) = max over all the reference's answers to the prompt;
+  its null is the reference's cold answer's best sim to its own warm answers of that prompt
+  (one value per run).
+
+If the target serves the reference's distribution, the target's answer is exchangeable with
+the reference's answer of the same kind, so S(t) is at least a draw from the null, and
+p(t) = (1 + #{null <= S(t)}) / (1 + #null) is a valid (conservative) p-value. A block's
+p-value is the smallest of its answers' times their number (Bonferroni), valid however its
+answers depend on each other: a relay that caches identical requests repeats one answer,
+which then counts once. Its floor is that number times the largest answer floor
+1 / (1 + #null), so any answer can reach it. The cold null is wide (a cold answer may share
+nothing with the warm ones), so a substitute's cold answer falls below all of it less often
+than a warm one; it still adds the requests a router sends to the first slot.
 
 **Tokenizer.** Each run's canary deltas subtract *that run's own* base prompt count, and
 are compared canary by canary with the reference's (`tokenizer_delta_test`, exact).
@@ -31,16 +42,15 @@ the tokenizer's (1 − 0.2 + 0.2·calibrated p). Blocks are separate requests on
 prompts; the product is an e-value when their p-values are independent and valid given
 the past, which the real-engine benchmark checks (`bench/authenticity_real.py`). One
 detector runs per π in `mixtures`, each at a share of the false-alarm budget. π is a share
-of *blocks*: a block holds two warm requests, so routing 10 % of requests touches about
-19 % of blocks and 20 % about 36 %; (1, 0.4, 0.2) covers a full swap, heavy and light
-routing.
+of *blocks*: a block holds three requests, so routing 10 % of requests touches about 27 %
+of blocks and 20 % about 49 %; (1, 0.4, 0.2) covers a full swap, heavy and light routing.
 
-**Substituted share.** A block is *implausible* when its smallest S falls at or below the
-reference's own `share_quantile` of sim(r, r'). With a the null rate of that event and F of
-n blocks implausible, the share of substituted blocks is (F/n − a)/(1 − a), with a
-Clopper–Pearson interval on F/n carried through; per request it is 1 − (1 − b)^(1/k) for
-blocks of k requests. It assumes a substitute's answers are implausible (true of another
-model; a lower bound for near copies).
+**Substituted share.** A block is *implausible* when its warm answers fall below everything
+the reference did itself (their Bonferroni p at its floor; cold answers are left out, since a
+substitute's cold answer can hide in the wider cold null). With F of n blocks implausible,
+the share of substituted blocks is F/n with a Clopper–Pearson interval; per request it is
+1 − (1 − b)^(1/k) for blocks of k warm requests. It assumes a substitute's warm answers are
+implausible (true of another model; a lower bound for near copies).
 """
 
 from __future__ import annotations
@@ -65,6 +75,8 @@ from aione_probe.fingerprint.features import ObsView, is_tokenizer_base, view
 
 #: Weight of the tokenizer test's calibrated e-value against 1 (see `_tokenizer`).
 TOKENIZER_WEIGHT = 0.2
+#: Null key suffix of cold greedy answers (see `greedy_null`).
+COLD = "|cold"
 
 
 @dataclass(frozen=True)
@@ -159,45 +171,58 @@ def _views(observations: Iterable[Any], categories: Mapping[str, str] | None) ->
     return [v for v in (view(o, categories) for o in observations) if v.category]
 
 
-def _greedy_blocks(views: Sequence[ObsView]) -> dict[tuple[str, str], list[str]]:
-    """Warm greedy answers by (probe hash, rendered vars): every sample but the first.
+def _greedy_blocks(views: Sequence[ObsView]) -> dict[tuple[str, str], list[tuple[int, str]]]:
+    """Greedy answers by (probe hash, rendered vars): (sample, text), in sample order.
 
-    The first request of a prompt meets a cold KV prefix cache and the later ones a warm
-    one; llama.cpp (and batched GPU servers, for other reasons) decode the two states
-    differently, so only like is compared with like: warm target answers against warm
-    reference answers, with the reference's warm repeats as the null.
+    Sample 0 is the *cold* answer (the prompt's first request meets a cold KV prefix
+    cache), the later ones are *warm*; llama.cpp (and batched GPU servers, for other
+    reasons) decode the two states differently, so each kind has its own null (module docs).
     """
-    blocks: dict[tuple[str, str], list[str]] = defaultdict(list)
+    blocks: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
     for v in sorted(views, key=lambda v: v.sample):
-        if v.ok and v.category == "greedy" and v.sample >= 1:
-            blocks[(v.probe_hash, v.vars_key)].append(v.content)
+        if v.ok and v.category == "greedy":
+            blocks[(v.probe_hash, v.vars_key)].append((v.sample, v.content))
     return blocks
+
+
+def _split(answers: Sequence[tuple[int, str]]) -> tuple[list[str], list[str]]:
+    """A block's (cold, warm) answer texts."""
+    return [t for i, t in answers if i == 0], [t for i, t in answers if i >= 1]
 
 
 def greedy_null(
     history: Iterable[Sequence[Any]], categories: Mapping[str, str] | None = None
 ) -> dict[str, np.ndarray]:
-    """sim(r, r') of the reference's repeated greedy answers, by probe hash (and ``*``).
+    """The reference's own spread of greedy answers, by probe hash (and ``*`` pooled).
 
-    `history` holds the reference's stored runs, one sequence of observations each.
+    Key ``<probe>``: sim(r, r') of its repeated warm answers to one prompt; key
+    ``<probe>|cold``: its cold answer's best similarity to its own warm answers of the same
+    prompt (one value per run). `history` holds the reference's stored runs, one sequence
+    of observations each.
     """
     by_probe: dict[str, list[float]] = defaultdict(list)
     for run in history:
-        for (probe, _), texts in _greedy_blocks(_views(run, categories)).items():
-            for i in range(len(texts)):
-                for j in range(i + 1, len(texts)):
-                    by_probe[probe].append(similarity(texts[i], texts[j]))
+        for (probe, _), answers in _greedy_blocks(_views(run, categories)).items():
+            cold, warm = _split(answers)
+            for i in range(len(warm)):
+                for j in range(i + 1, len(warm)):
+                    by_probe[probe].append(similarity(warm[i], warm[j]))
+            if cold and warm:
+                by_probe[probe + COLD].append(max(similarity(cold[0], r) for r in warm))
     out = {k: np.sort(np.asarray(v)) for k, v in by_probe.items()}
-    pooled = [x for v in by_probe.values() for x in v]
-    out["*"] = np.sort(np.asarray(pooled))
+    for kind in ("", COLD):
+        pooled = [x for k, v in by_probe.items() if k.endswith(COLD) == bool(kind) for x in v]
+        out["*" + kind] = np.sort(np.asarray(pooled))
     return out
 
 
-def _null_for(null: Mapping[str, np.ndarray], probe: str, s: EvidenceSettings) -> np.ndarray:
-    own = null.get(probe)
+def _null_for(
+    null: Mapping[str, np.ndarray], probe: str, s: EvidenceSettings, kind: str = ""
+) -> np.ndarray:
+    own = null.get(probe + kind)
     if own is not None and own.size >= s.min_null:
         return own
-    return null.get("*", np.empty(0))
+    return null.get("*" + kind, np.empty(0))
 
 
 def _tail_p(sorted_null: np.ndarray, value: float) -> float:
@@ -288,7 +313,8 @@ def _greedy(
     s: EvidenceSettings,
 ) -> dict[float, float]:
     tb, rb = _greedy_blocks(tv), _greedy_blocks(rv)
-    shared = [k for k in tb if rb.get(k)]
+    # A block needs the reference's warm answers: both nulls are measured against them.
+    shared = [k for k in tb if _split(rb.get(k, []))[1]]
     if not tb:
         ev.signals["greedy"] = {"status": "not_probed", "note": ""}
         return dict.fromkeys(s.mixtures, 0.0)
@@ -300,45 +326,86 @@ def _greedy(
         return dict.fromkeys(s.mixtures, 0.0)
     logs = dict.fromkeys(s.mixtures, 0.0)
     ps = []
+    cold_unscored = 0
     for probe, key in shared:
-        ref = _null_for(null, probe, s)
-        if ref.size < s.min_null:
+        warm_null = _null_for(null, probe, s)
+        if warm_null.size < s.min_null:
             ev.signals["greedy"] = {
                 "status": "insufficient",
-                "note": f"the reference's own repeat spread needs {s.min_null - ref.size} "
+                "note": f"the reference's own repeat spread needs {s.min_null - warm_null.size} "
                 "more repeated greedy answers",
             }
             return dict.fromkeys(s.mixtures, 0.0)
-        scores = [max(similarity(t, r) for r in rb[(probe, key)]) for t in tb[(probe, key)]]
-        low = min(scores)
-        k = len(scores)
-        p = min(1.0, k * _tail_p(ref, low))
-        floor = min(1.0, k / (1 + ref.size))
+        cold_null = _null_for(null, probe, s, COLD)
+        ref_cold, ref_warm = _split(rb[(probe, key)])
+        # (p, floor, score, warm?) per target answer. A warm answer is judged against the
+        # reference's warm answers; a cold one against all its answers, cold included
+        # (taking the best only raises S, so p stays conservative).
+        scored: list[tuple[float, float, float, bool]] = []
+        for sample, text in tb[(probe, key)]:
+            warm = sample >= 1
+            if not warm and cold_null.size < s.min_null:
+                cold_unscored += 1
+                continue
+            own = warm_null if warm else cold_null
+            refs = ref_warm if warm else ref_cold + ref_warm
+            score = max(similarity(text, r) for r in refs)
+            scored.append((_tail_p(own, score), 1.0 / (1 + own.size), score, warm))
+        if not scored:
+            continue
+        p, floor = _bonferroni(scored)
         g = step_calibrator(p, floor, s.weight)
         for share in s.mixtures:
             logs[share] += mixture_log_e(g, share)
         ps.append(p)
+        warm_scored = [a for a in scored if a[3]]
+        warm_p, warm_floor = _bonferroni(warm_scored) if warm_scored else (1.0, 0.0)
         ev.blocks.append(
             {
                 "signal": "greedy",
                 "probe": probe,
                 "vars": key,
-                "score": round(low, 4),
+                "score": round(min(a[2] for a in scored), 4),
                 "p_value": p,
                 "floor": floor,
                 "e_value": g,
-                "n": k,
+                "n": len(scored),
                 "implausible": bool(p <= floor * (1 + 1e-9)),
+                # The share estimate counts warm answers only: a substitute's cold answer
+                # can hide in the reference's wider cold spread (module docs).
+                "warm_n": len(warm_scored),
+                "warm_implausible": bool(warm_p <= warm_floor * (1 + 1e-9)),
             }
         )
+    if not ps:
+        ev.signals["greedy"] = {
+            "status": "insufficient",
+            "note": "no greedy answer of the target could be scored in this run",
+        }
+        return dict.fromkeys(s.mixtures, 0.0)
     ev.signals["greedy"] = {
         "status": "ok",
         "e_value": math.exp(logs[max(s.mixtures)]),
         "p_min": min(ps),
         "blocks": len(ps),
-        "note": "",
+        "note": (
+            f"{cold_unscored} cold answers unscored: the reference's cold spread needs "
+            f"{s.min_null} runs"
+            if cold_unscored
+            else ""
+        ),
     }
     return logs
+
+
+def _bonferroni(scored: Sequence[tuple[float, ...]]) -> tuple[float, float]:
+    """A block's (p-value, floor) from its answers' (p, floor, …): the smallest p times the
+    number of answers, valid however the answers depend on each other; the floor is the
+    largest answer floor times that number, so P(p <= floor) <= floor under the null
+    (every answer's own p is valid at that level) and any answer can reach it."""
+    k = len(scored)
+    p = min(1.0, k * min(a[0] for a in scored))
+    return p, min(1.0, k * max(a[1] for a in scored))
 
 
 def _tokenizer(
@@ -386,12 +453,15 @@ def share_estimate(
     """Share of requests answered implausibly (module docs): the substituted share when a
     substitute's greedy answers fall below everything the reference does itself."""
     s = settings or EvidenceSettings()
-    blocks = [b for ev in evidence if ev.status == "ok" for b in ev.blocks]
+    blocks = [
+        b for ev in evidence if ev.status == "ok" for b in ev.blocks if b.get("warm_n", b["n"])
+    ]
     if not blocks:
         return None
     n = len(blocks)
-    f = sum(bool(b["implausible"]) for b in blocks)
-    k = float(np.mean([b["n"] for b in blocks]))
+    # Warm answers only (older stored blocks without the warm fields held nothing else).
+    f = sum(bool(b.get("warm_implausible", b["implausible"])) for b in blocks)
+    k = float(np.mean([b.get("warm_n", b["n"]) for b in blocks]))
     ci = stats.binomtest(f, n).proportion_ci(confidence_level=s.share_level, method="exact")
 
     def per_request(block_rate: float) -> float:
