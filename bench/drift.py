@@ -17,6 +17,11 @@ all together):
 
 - ``iid``: every request independent; per-probe pass probabilities p_i ~ Beta(5.5, 1);
   log-normal latency (TTFT median 0.8 s, generation median 1.5 s), Poisson(12) tokens;
+  every null (this one included) gives each probe a fixed log-latency offset, drawn once
+  per simulated model, log-sd ``PROBE_LOG_SD`` = 0.38: probes differ in prompt and answer
+  length, so on a real engine they differ in latency (measured on llama.cpp serving
+  SmolLM2-135M, the 28 cheap golden probes, three runs: across-probe log-sd 0.379,
+  within-probe run-to-run log-sd 0.063);
 - ``load AR(1)``: a run-level load effect on latency, log-sd 0.1, AR(1) coefficient 0.8;
 - ``cycles``: daily (log amplitude 0.2) and weekly (0.1) latency cycles, random phase;
 - ``heavy tails``: per-request log-latency noise Student-t(3) (same scale), timeouts at 60 s;
@@ -65,6 +70,8 @@ QUARTER_RUNS = 90 * 24
 CHANGE_AFTER = 14 * 24
 FOLLOW = 14 * 24
 TIMEOUT_S = 60.0
+#: Across-probe log-sd of latency, measured on llama.cpp (module docstring).
+PROBE_LOG_SD = 0.38
 NEW, OLD = "whitened", "plain"
 DETECTORS = (NEW, OLD)
 
@@ -164,14 +171,16 @@ def simulate(
     )
     if change_at is not None and slow != 1.0:
         effect[:, change_at:] += np.log(slow)
+    # Per-probe fixed offsets (q, 1, p): the same probe is as slow every run.
+    effect = effect[..., None] + rng.normal(0, PROBE_LOG_SD, (q, 1, p))
 
     def noise(sd: float) -> np.ndarray:
         if null.heavy:
             return sd * rng.standard_t(3, size=(q, t, p)) / np.sqrt(3)
         return rng.normal(0, sd, (q, t, p))
 
-    ttft = 0.8 * np.exp(effect[..., None] + noise(0.35))
-    e2e = ttft + 1.5 * np.exp(effect[..., None] + noise(0.4))
+    ttft = 0.8 * np.exp(effect + noise(0.35))
+    e2e = ttft + 1.5 * np.exp(effect + noise(0.4))
     fixed_len = rng.poisson(12, size=(q, 1, p)).astype(float)
     tokens = np.where(fixed, fixed_len, rng.poisson(12, size=(q, t, p))).astype(float)
     timed_out = e2e > TIMEOUT_S
