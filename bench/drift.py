@@ -60,6 +60,7 @@ from aione_probe.analysis.drift import (
     cap_fraction,
     cross_validated_residuals,
     median_counting_timeouts,
+    trimmed_mean_counting_timeouts,
 )
 from aione_probe.config import DriftConfig
 
@@ -204,14 +205,25 @@ def simulate(
     return Sim(hours, clock, passed & ok, ok, timed_out, ttft, e2e, tokens, failed_run)
 
 
+def _normalised(sim: Sim, j: int, latency: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Run latency values of quarter `j`, runs [lo, hi), as the service computes them
+    (`aione_probe.analysis.drift.normalised_latency`): per-probe log medians of the
+    baseline runs, a trimmed mean of each run's answers normalised by them."""
+    late = sim.timed_out[j]
+    logs = np.where(sim.ok[j] | late, np.log(latency[j]), np.nan)
+    medians = median_counting_timeouts(logs[:BASELINE_RUNS], late[:BASELINE_RUNS], axis=0)
+    medians = np.where(np.isfinite(medians), medians, np.nan)  # a timed-out probe: left out
+    z = logs[lo:hi] - medians
+    scale = np.nanmedian(medians)
+    return np.exp(trimmed_mean_counting_timeouts(z, late[lo:hi] & np.isfinite(medians)) + scale)
+
+
 def run_arrays(sim: Sim, j: int, lo: int, hi: int) -> RunArrays:
     """The run values of quarter `j`, runs [lo, hi), as the service computes them."""
     sl = (j, slice(lo, hi))
-    ok, late = sim.ok[sl], sim.timed_out[sl]
+    ok = sim.ok[sl]
     failed = sim.failed_run[sl]
-    counted = ok | late
-    ttft = median_counting_timeouts(np.where(counted, sim.ttft[sl], np.nan), late)
-    e2e = median_counting_timeouts(np.where(counted, sim.e2e[sl], np.nan), late)
+    ttft, e2e = (_normalised(sim, j, x, lo, hi) for x in (sim.ttft, sim.e2e))
     tokens = median_counting_timeouts(np.where(ok, sim.tokens[sl], np.nan), np.zeros_like(ok))
     n = np.where(failed, 0, PROBES)
     errors = np.where(failed, np.nan, 1.0 - ok.sum(axis=1) / PROBES)

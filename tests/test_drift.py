@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,10 @@ from aione_probe.analysis.drift import (
     RunValues,
     build_baseline,
     median_counting_timeouts,
+    normalised_latency,
+    probe_log_medians,
     reference_value,
+    trimmed_mean_counting_timeouts,
     verdict_of,
 )
 from aione_probe.analysis.run import analyse_drift, pin_drift_baseline
@@ -126,6 +130,74 @@ def test_a_baseline_pinned_before_whitening_keeps_its_plain_latency_detector() -
     assert new.cap == pytest.approx(0.9 * new.h) and new.phi == base.calibration["e2e_seconds"].phi
     assert plain.phi == 0 and plain.cap == pytest.approx(0.5 * plain.h)
     assert plain.h >= MIN_THRESHOLD_K * plain.k
+
+
+def _probe_run(
+    rng: np.random.Generator, offsets: np.ndarray, slow: float = 1.0, probes: Any = None
+) -> RunValues:
+    """A run whose probe i answers in 1.5 s x exp(offsets[i]) x `slow` (run-to-run log-sd
+    0.06, as measured on llama.cpp); `probes`: which answered (default all)."""
+    lat = {
+        f"p{i}": [float(1.5 * slow * math.exp(offsets[i] + rng.normal(0, 0.06)))]
+        for i in (range(len(offsets)) if probes is None else probes)
+    }
+    return RunValues(run_id=0, started_at=T0, latency={"ttft_seconds": lat, "e2e_seconds": lat})
+
+
+def test_per_probe_latency_cancels_offsets_counts_timeouts_and_trims() -> None:
+    rng = np.random.default_rng(3)
+    offsets = rng.normal(0, 0.38, 28)  # across-probe log-sd on llama.cpp
+    medians = probe_log_medians([_probe_run(rng, offsets) for _ in range(24)])
+    typical = np.median([normalised_latency(_probe_run(rng, offsets), medians)
+                         .values["e2e_seconds"] for _ in range(20)])  # fmt: skip
+
+    def value(run: RunValues) -> float:
+        return normalised_latency(run, medians).values["e2e_seconds"]
+
+    # Offsets cancel: a run only the 8 slowest probes answered is not slower.
+    slowest = [int(i) for i in np.argsort(offsets)[-8:]]
+    partial = _probe_run(rng, offsets, probes=slowest)
+    raw = np.median([x for xs in partial.latency["e2e_seconds"].values() for x in xs])
+    assert raw > 1.3 * typical and value(partial) == pytest.approx(typical, rel=0.08)
+    assert value(_probe_run(rng, offsets, slow=1.5)) == pytest.approx(1.5 * typical, rel=0.08)
+    # Timeouts count as slow: ten of 28 timed out moves the value up, not down.
+    run = _probe_run(rng, offsets)
+    fastest = [f"p{i}" for i in np.argsort(offsets)[:10]]
+    dropped = _probe_run(rng, offsets, probes=[i for i in range(28) if f"p{i}" not in fastest])
+    for p in fastest:
+        run.latency["e2e_seconds"][p] = [math.inf]
+    assert value(run) > 1.05 * value(dropped) and value(run) > 1.05 * typical
+    everything = {f"p{i}": [math.inf] for i in range(28)}
+    assert value(RunValues(0, T0, latency={"e2e_seconds": everything})) == math.inf
+    # Trimming resists one wild probe (100 times slower).
+    wild = _probe_run(rng, offsets)
+    wild.latency["e2e_seconds"]["p0"] = [wild.latency["e2e_seconds"]["p0"][0] * 100]
+    assert value(wild) == pytest.approx(typical, rel=0.08)
+    # Probes the baseline does not know are left out; a run with none has no value.
+    unknown = RunValues(0, T0, latency={"e2e_seconds": {"new": [1.0]}})
+    assert normalised_latency(unknown, medians).values["e2e_seconds"] is None
+    assert trimmed_mean_counting_timeouts(
+        np.array([3.0, 1.0, 2.0, 0.5, 9.0, np.nan]), np.array([0, 0, 0, 1, 1, 0], bool)
+    ) == pytest.approx((2.0 + 3.0 + 3.0) / 3)  # 1 trimmed each end; a kept timeout is 3
+
+
+def test_a_baseline_pinned_before_per_probe_latency_keeps_the_run_median() -> None:
+    rng = np.random.default_rng(4)
+    offsets = rng.normal(0, 0.38, 28)
+    runs = [_probe_run(rng, offsets) for _ in range(3)]
+    base = DriftBaseline(runs=3, span_s=7200.0, interval_s=3600.0,
+                         probe_latency=probe_log_medians(runs))  # fmt: skip
+    data = base.to_dict()
+    assert data["version"] == 3
+    assert DriftBaseline.from_dict(data).probe_latency == base.probe_latency
+    run = _probe_run(rng, offsets, probes=range(4))
+    run.values = {"e2e_seconds": 9.0}  # the run median run_values gave it
+    assert base.rebase(run).values["e2e_seconds"] != 9.0
+    data.pop("probe_latency")
+    data["version"] = 2  # as stored by the previous version
+    old = DriftBaseline.from_dict(data)
+    assert old is not None and not old.probe_latency
+    assert old.rebase(run).values["e2e_seconds"] == 9.0
 
 
 def _loaded_latency(rng: np.random.Generator, rows: int, runs: int) -> np.ndarray:

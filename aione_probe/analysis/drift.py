@@ -1,9 +1,12 @@
 """Quality and latency drift: sequential run-level detection against a pinned baseline.
 
 **The run is the unit.** Each finished run of a suite yields one value per metric
-(`RunValues`): the pass rate on its scored probes, the median time to first token and
-end-to-end latency (a timed-out request counts as slower than every answer instead of
-being dropped), the median output length, and the share of requests that failed or timed
+(`RunValues`): the pass rate on its scored probes, the time to first token and
+end-to-end latency *normalised per probe* (`normalised_latency`: each answer against its
+own probe's baseline median, so probes that are always slower than others cancel out; a
+20 % trimmed mean in which a timed-out request counts as slower than every answer instead
+of being dropped; a baseline pinned by version 2 keeps the run median), the median
+output length, and the share of requests that failed or timed
 out. Detectors see runs, never requests, so a loaded gateway that is slow for a whole run,
 or a temperature-0 prompt that gives the same answer every hour, is one observation and
 not dozens.
@@ -14,7 +17,7 @@ residual, oriented so that positive is worse:
 - pass rate: expected minus observed, where "expected" is the baseline pass rate *of the
   probes this run scored* (paired by probe hash, so a partial run is compared like with
   like, and a changed prompt, which has a new hash, is left out);
-- latency: log of the run's median minus the baseline's hour-of-day level (UTC, shrunk
+- latency: log of the run's latency value minus the baseline's hour-of-day level (UTC, shrunk
   towards the overall level when an hour has few baseline runs) and day-of-week offset
   (shrunk towards 0 by a day of runs): the daily and weekly cycles are part of the
   expectation;
@@ -41,7 +44,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -113,6 +116,13 @@ WHITENED_CAP = 0.9
 #: Folds of the baseline's cross-validated residuals (a day each for a week of runs).
 CV_FOLDS = 7
 _LOG_FLOOR = 1e-3
+#: Latency metrics estimated per probe (`normalised_latency`).
+LATENCY_METRICS = ("ttft_seconds", "e2e_seconds")
+#: Share trimmed from each end of a run's per-probe normalised latencies.
+LATENCY_TRIM = 0.2
+#: Version of a stored `DriftBaseline`; version 2 (no per-probe latency medians) keeps the
+#: run-median latency values it was pinned with.
+BASELINE_VERSION = 3
 
 
 def median_counting_timeouts(values: np.ndarray, timed_out: np.ndarray, axis: int = -1) -> Any:
@@ -128,6 +138,72 @@ def median_counting_timeouts(values: np.ndarray, timed_out: np.ndarray, axis: in
         return np.nanmedian(v, axis=axis)
 
 
+def trimmed_mean_counting_timeouts(
+    values: np.ndarray, timed_out: np.ndarray, cut: float = LATENCY_TRIM
+) -> Any:
+    """Trimmed mean along the last axis where timed-out entries count as +inf.
+
+    The smallest and largest ``floor(cut * n)`` of the n non-NaN entries are dropped; a
+    timeout that survives the trim (more than `cut` of the entries timed out) counts as
+    the largest kept answer (winsorised), and a row with no kept answer is +inf. NaN
+    entries are left out; a row with none gives NaN.
+    """
+    v = np.sort(np.where(timed_out, np.inf, values), axis=-1)  # NaN sorts last
+    n = (~np.isnan(v)).sum(axis=-1, keepdims=True)
+    g = np.floor(cut * n).astype(int)
+    idx = np.arange(v.shape[-1])
+    kept = (idx >= g) & (idx < n - g)
+    finite = kept & np.isfinite(v)
+    top = np.max(np.where(finite, v, -np.inf), axis=-1, keepdims=True)
+    core = np.where(np.isinf(v), top, v)
+    with np.errstate(invalid="ignore"):
+        mean = np.where(kept, core, 0.0).sum(axis=-1) / np.maximum(kept.sum(axis=-1), 1)
+    out = np.where(finite.any(axis=-1), mean, np.inf)
+    return np.where(n[..., 0] > 0, out, np.nan)
+
+
+def probe_log_medians(runs: Sequence[RunValues]) -> dict[str, dict[str, float]]:
+    """Latency metric -> probe id -> median log latency over `runs` (timeouts as +inf);
+    probes whose median timed out are left out."""
+    out: dict[str, dict[str, float]] = {}
+    for metric in LATENCY_METRICS:
+        pooled: dict[str, list[float]] = {}
+        for run in runs:
+            for probe, xs in run.latency.get(metric, {}).items():
+                pooled.setdefault(probe, []).extend(xs)
+        medians = {p: float(np.median(np.log(np.maximum(xs, _LOG_FLOOR))))
+                   for p, xs in pooled.items()}  # fmt: skip
+        out[metric] = {p: m for p, m in medians.items() if math.isfinite(m)}
+    return out
+
+
+def normalised_latency(run: RunValues, medians: dict[str, dict[str, float]]) -> RunValues:
+    """`run` with its latency values replaced by the per-probe normalised estimate.
+
+    Each answer's log latency minus its probe's baseline median (`probe_log_medians`),
+    reduced by `trimmed_mean_counting_timeouts`, and put back on the scale of seconds by
+    the median of the probe medians: probes that are slower than others every run cancel
+    out, so the run value moves only when the same probes get slower. Probes the
+    baseline does not know are left out; a run with none has no latency value (its
+    latency detectors skip it, like a run without answers).
+    """
+    values = dict(run.values)
+    for metric in LATENCY_METRICS:
+        known = medians.get(metric, {})
+        z = [
+            math.log(max(x, _LOG_FLOOR)) - known[p] if math.isfinite(x) else math.inf
+            for p, xs in run.latency.get(metric, {}).items() if p in known
+            for x in xs
+        ]  # fmt: skip
+        if not z or not known:
+            values[metric] = None
+            continue
+        a = np.array(z)
+        t = float(trimmed_mean_counting_timeouts(a, np.isinf(a)))
+        values[metric] = math.exp(t + float(np.median(list(known.values()))))
+    return replace(run, values=values)
+
+
 @dataclass
 class RunValues:
     """One run reduced to its metric values (see the module docstring).
@@ -141,6 +217,8 @@ class RunValues:
         values: metric -> value in natural units (None when the run has none).
         timeout_share: share of requests that timed out (shown, part of error_share).
         n_requests: final requests of the run.
+        latency: latency metric -> probe id -> the run's answers' latencies in seconds
+            (+inf: timed out), for `normalised_latency`.
     """
 
     run_id: int
@@ -151,6 +229,7 @@ class RunValues:
     values: dict[str, float | None] = field(default_factory=dict)
     timeout_share: float | None = None
     n_requests: int = 0
+    latency: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
@@ -179,6 +258,9 @@ class DriftBaseline:
         weekly: metric -> 7 day-of-week offsets (Monday first) added to the level.
         typical: metric -> baseline median in natural units (for display).
         calibration: metric -> bootstrap null of its detector.
+        probe_latency: latency metric -> probe id -> baseline median log latency
+            (`probe_log_medians`); empty in a version-2 baseline, whose latency run values
+            stay the run medians.
     """
 
     runs: int
@@ -190,6 +272,12 @@ class DriftBaseline:
     weekly: dict[str, list[float]] = field(default_factory=dict)
     typical: dict[str, float] = field(default_factory=dict)
     calibration: dict[str, Calibration] = field(default_factory=dict)
+    probe_latency: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def rebase(self, run: RunValues) -> RunValues:
+        """`run` with the latency values this baseline compares (`normalised_latency`;
+        a version-2 baseline: the run medians, unchanged)."""
+        return normalised_latency(run, self.probe_latency) if self.probe_latency else run
 
     @property
     def horizon_runs(self) -> int:
@@ -238,7 +326,7 @@ class DriftBaseline:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored as the baseline's data)."""
         return {
-            "version": 2,
+            "version": BASELINE_VERSION if self.probe_latency else 2,
             "runs": self.runs,
             "span_s": self.span_s,
             "interval_s": self.interval_s,
@@ -248,12 +336,13 @@ class DriftBaseline:
             "weekly": self.weekly,
             "typical": self.typical,
             "calibration": {m: c.to_dict() for m, c in self.calibration.items()},
+            "probe_latency": self.probe_latency,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DriftBaseline | None:
         """Inverse of `to_dict`; None for a baseline stored by an older version."""
-        if data.get("version") != 2:
+        if data.get("version") not in (2, BASELINE_VERSION):
             return None
         return cls(
             runs=int(data["runs"]),
@@ -265,6 +354,12 @@ class DriftBaseline:
             weekly={k: [float(x) for x in v] for k, v in data.get("weekly", {}).items()},
             typical={k: float(v) for k, v in data["typical"].items()},
             calibration={m: Calibration.from_dict(c) for m, c in data["calibration"].items()},
+            probe_latency={
+                m: {p: float(x) for p, x in v.items()}
+                for m, v in data.get("probe_latency", {}).items()
+            }
+            if data.get("version") == BASELINE_VERSION
+            else {},
         )
 
 
@@ -547,6 +642,7 @@ class Monitor:
             self._open.end = at
             self.gaps = [*self.gaps, self._open][-MAX_GAPS:]
             self._open = None
+        run = baseline.rebase(run)
         arrays = RunArrays.of([run])
         hour, weekday = run.started_at.hour, int(arrays.weekdays[0])
         errors = run.values.get("error_share")

@@ -18,6 +18,7 @@ import numpy as np
 from aione_probe.analysis.authenticity import audit_target
 from aione_probe.analysis.crossproto import compare_protocols
 from aione_probe.analysis.drift import (
+    LATENCY_METRICS,
     DriftBaseline,
     DriftVerdict,
     Monitor,
@@ -26,6 +27,8 @@ from aione_probe.analysis.drift import (
     baseline_shortfall,
     build_baseline,
     median_counting_timeouts,
+    normalised_latency,
+    probe_log_medians,
     verdict_of,
 )
 from aione_probe.checks import is_quality_check
@@ -97,6 +100,7 @@ def run_values(store: Store, run: SuiteRun) -> RunValues:
             quality[c.observation_id].append(c.value)
     obs = store.observations(run_id=run.id, final_only=True)
     ttft, e2e, tokens, timed_out, failed = [], [], [], [], 0
+    per_probe: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in LATENCY_METRICS}
     probes: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for o in obs:
         kind = FailureKind(o.failure)
@@ -107,6 +111,11 @@ def run_values(store: Store, run: SuiteRun) -> RunValues:
             ttft.append(np.nan if first is None else first)
             e2e.append(np.nan if o.end_s is None else o.end_s)
             timed_out.append(timeout)
+            # Keyed by probe id: a templated probe's variants share one baseline median.
+            for metric, x, censored in (("ttft_seconds", ttft[-1], timeout and first is None),
+                                        ("e2e_seconds", e2e[-1], timeout)):  # fmt: skip
+                if censored or not math.isnan(x):
+                    per_probe[metric][o.probe_id].append(math.inf if censored else x)
         if kind == FailureKind.ok and o.completion_tokens is not None:
             tokens.append(float(o.completion_tokens))
         scored = [v for v in quality.get(o.id or -1, []) if v in SCORED]
@@ -129,6 +138,7 @@ def run_values(store: Store, run: SuiteRun) -> RunValues:
         "error_share": failed / n if n else None,
     }
     values.timeout_share = float(late.sum()) / n if n else None
+    values.latency = {m: dict(v) for m, v in per_probe.items()}
     return values
 
 
@@ -195,10 +205,13 @@ def pin_drift_baseline(
             f"{len(runs)} usable run(s) of {series_name(suite, location)} in the window; "
             "need at least 2"
         )
-    arrays = RunArrays.of([run_values(store, r) for r in runs])
+    values = [run_values(store, r) for r in runs]
+    medians = probe_log_medians(values)
+    arrays = RunArrays.of([normalised_latency(v, medians) for v in values])
     # Seeded by the runs: re-pinning the same runs gives the same thresholds.
     rng = np.random.default_rng([runs[0].id or 0, runs[-1].id or 0, len(runs)])
     baseline = build_baseline(arrays, cfg.drift, rng, reps=cfg.drift.bootstrap_reps)
+    baseline.probe_latency = medians
     start = runs[0].started_at
     end = (runs[-1].finished_at or runs[-1].started_at) + timedelta(seconds=1)
     bid = store.pin_baseline(
