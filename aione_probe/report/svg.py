@@ -54,11 +54,20 @@ def _nice_max(value: float) -> float:
 
 
 def _svg_open(width: int, height: int, title: str) -> list[str]:
+    """Open a chart: the svg element, its accessible title and the title drawn above it."""
     return [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
         f"<title>{_esc(title)}</title>",
+        f'<text x="4" y="14" {_FONT} font-weight="600">{_esc(title)}</text>',
     ]
+
+
+def _no_data(parts: list[str], width: int, height: int) -> Markup:
+    """Close a chart that has nothing to plot with a centred "no data"."""
+    parts.append(f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" {_FONT}>')
+    parts.append("no data</text></svg>")
+    return Markup("".join(parts))
 
 
 def line_chart(
@@ -87,11 +96,8 @@ def line_chart(
     days = sorted({d for s in series for d, v in s.points if v is not None})
     values = [v for s in series for _, v in s.points if v is not None and math.isfinite(v)]
     parts = _svg_open(width, height, title)
-    parts.append(f'<text x="4" y="14" {_FONT} font-weight="600">{_esc(title)}</text>')
     if not days or not values:
-        parts.append(f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" {_FONT}>')
-        parts.append("no data</text></svg>")
-        return Markup("".join(parts))
+        return _no_data(parts, width, height)
     left, right, top, bottom = 56, 24, 26, 30
     legend_h = 16 * math.ceil(len(series) / 4)
     plot_w, plot_h = width - left - right, height - top - bottom - legend_h
@@ -178,7 +184,6 @@ def bar_chart(
     row_h, top, label_w, value_w = 20, 24, 180, 64
     height = top + row_h * max(len(items), 1) + 6
     parts = _svg_open(width, height, title)
-    parts.append(f'<text x="4" y="14" {_FONT} font-weight="600">{_esc(title)}</text>')
     if not items:
         parts.append(f'<text x="4" y="{top + 14}" {_FONT}>no data</text></svg>')
         return Markup("".join(parts))
@@ -222,11 +227,8 @@ def column_chart(
         The SVG markup, safe to insert into an autoescaped template.
     """
     parts = _svg_open(width, height, title)
-    parts.append(f'<text x="4" y="14" {_FONT} font-weight="600">{_esc(title)}</text>')
     if not items:
-        parts.append(f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" {_FONT}>')
-        parts.append("no data</text></svg>")
-        return Markup("".join(parts))
+        return _no_data(parts, width, height)
     items = sorted(items)
     left, right, top, bottom = 56, 24, 26, 24
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -274,7 +276,6 @@ def evidence_chart(
     """Accumulated evidence per run (log10 of the e-detector statistic) against the
     ``substituted`` and ``suspect`` thresholds (log10), one point per counted run."""
     parts = _svg_open(width, height, title)
-    parts.append(f'<text x="4" y="14" {_FONT} font-weight="600">{_esc(title)}</text>')
     if not points:
         parts.append(f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" {_FONT}>')
         parts.append("no run counted yet</text></svg>")
@@ -341,12 +342,9 @@ def threshold_chart(
         The SVG markup, safe to insert into an autoescaped template.
     """
     parts = _svg_open(width, height, title)
-    parts.append(f'<text x="4" y="14" {_FONT} font-weight="600">{_esc(title)}</text>')
     points = [(t, v) for line in series.values() for t, v in line if math.isfinite(v)]
     if not points:
-        parts.append(f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" {_FONT}>')
-        parts.append("no data</text></svg>")
-        return Markup("".join(parts))
+        return _no_data(parts, width, height)
     left, right, top, bottom = 40, 24, 26, 30
     legend_h = 16 * math.ceil(len(series) / 3)
     plot_w, plot_h = width - left - right, height - top - bottom - legend_h
