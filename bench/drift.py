@@ -41,7 +41,16 @@ flips each templated answer to failing with probability d / mean(p) and makes ex
 round(20 d) passing fixed prompts fail from then on; latency +50 % multiplies every
 request's latency by 1.5.
 
-    nice python bench/drift.py [--quarters 200] [--trials 100] [--legacy-quarters 0]
+Then a bound: how often any detector could page on a latency +50 % step (under the
+run-level load) or a 10-point drop (iid) by its n-th run, if it tested only the runs since
+a change whose start it knew, at the per-run false-alarm rate the budget leaves (budget /
+metrics / runs per quarter), with the true load and measurement noise (the measurement
+noise is measured: the spread of the service's run values under the iid null). And, with
+``--budgets``, what a larger budget buys: false alarms (all together) and delays of
+latency +50 % and of a 10-point drop at each.
+
+    nice python bench/drift.py [--quarters 200] [--trials 100] [--budgets 2,4]
+        [--legacy-quarters 0]
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from aione_probe.analysis.changepoint import calibrate, detect
 from aione_probe.analysis.drift import (
@@ -252,8 +262,8 @@ def cusum_alarms(
     q = sim.hours.shape[0]
     per_detector = cfg.false_alarms_per_quarter / len(METRICS)
     resid = {m.name: np.full((q, runs), np.nan) for m in METRICS}
-    # k, h, cap, phi, clip per quarter, for the service's detector and the plain CUSUM
-    params = {(d, m.name): np.zeros((5, q)) for d in DETECTORS for m in METRICS}
+    # k, h, cap, phi, clip, theta per quarter, for the service's detector and the plain one
+    params = {(d, m.name): np.zeros((6, q)) for d in DETECTORS for m in METRICS}
     for j in range(q):
         base_runs = run_arrays(sim, j, 0, BASELINE_RUNS).take(~sim.failed_run[j, :BASELINE_RUNS])
         baseline = build_baseline(base_runs, cfg, rng, reps=cfg.bootstrap_reps)
@@ -271,16 +281,16 @@ def cusum_alarms(
             for name, c in ((NEW, cal), (OLD, plain)):
                 h = c.threshold(per_detector)
                 cap = cap_fraction(spec.name, c) * h
-                params[name, spec.name][:, j] = (c.k, h, cap, c.phi, c.clip)
+                params[name, spec.name][:, j] = (c.k, h, cap, c.phi, c.clip, c.theta)
             resid[spec.name][j] = future.residuals(baseline, spec.name)
     out = {}
     for name in DETECTORS:
         states = []
         for spec in METRICS:
-            k, h, cap, phi, clip = params[name, spec.name]
+            k, h, cap, phi, clip, theta = params[name, spec.name]
             # A metric the baseline had no values for gets an unreachable threshold.
             h = np.where(h > 0, h, np.inf)
-            states.append(detect(resid[spec.name], k, h, cap, phi, clip)[1])
+            states.append(detect(resid[spec.name], k, h, cap, phi, clip, theta)[1])
         any_alarm = np.any(states, axis=0)
         first = np.zeros((q, 1), bool)
         onsets = any_alarm & ~np.concatenate([first, any_alarm[:, :-1]], axis=1)
@@ -370,6 +380,46 @@ def legacy_run(
     return alarms, delay
 
 
+def measurement_sd(rng: np.random.Generator, metric: str, quarters: int = 20) -> float:
+    """Spread of the service's run-level value of `metric` (log for latency) under the
+    iid null (no load): what a run's value scatters by from estimating it from one run's
+    answers (median over `quarters` baselines' cross-validated residuals)."""
+    sim = simulate(rng, NULLS[0], quarters, BASELINE_RUNS)
+    sds = []
+    for j in range(quarters):
+        runs = run_arrays(sim, j, 0, BASELINE_RUNS)
+        sds.append(float(np.nanstd(cross_validated_residuals(runs, metric))))
+    return float(np.median(sds))
+
+
+def known_change_bound(
+    step: float, noise_sd: float, per_run_alpha: float, runs: list[int], load: Null = NULLS[0]
+) -> list[float]:
+    """P(alarm by run n) for n in `runs` of the best test of the first n runs after a
+    change of `step` whose start it knows, at level `per_run_alpha`: the Gaussian
+    likelihood-ratio test of the Kalman innovations of the true process, an AR(1) load
+    (log-sd ``load.load_sd``, coefficient ``load.load_ar``; none for the iid null) plus
+    independent per-run noise of sd `noise_sd`."""
+    phi, var_u, var_v = load.load_ar, load.load_sd**2, noise_sd**2
+    p = var_u
+    for _ in range(1000):  # steady-state prediction variance of the load
+        gain = p / (p + var_v)
+        p = phi * phi * (1 - gain) * p + var_u * (1 - phi * phi)
+    gain, innov_sd = p / (p + var_v), float(np.sqrt(p + var_v))
+    z = float(stats.norm.isf(per_run_alpha))
+    pred, info, power = 0.0, 0.0, []
+    for _ in range(max(runs)):
+        signature = step - pred  # the part of the change the predictor has not absorbed
+        info += (signature / innov_sd) ** 2
+        power.append(float(stats.norm.sf(z - np.sqrt(info))))
+        pred = phi * (pred + gain * signature)
+    return [power[n - 1] for n in runs]
+
+
+def _within(d: np.ndarray, runs: int) -> str:
+    return f"{np.mean(np.nan_to_num(d, nan=np.inf) <= runs):.0%}"
+
+
 def _summary(fa: np.ndarray) -> str:
     return f"{fa.mean():.2f} | {np.percentile(fa, 95):.0f} | {fa.max()}"
 
@@ -391,6 +441,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=100, help="changes per scenario and null")
     ap.add_argument("--legacy-quarters", type=int, default=0,
                     help="quarters per null for the window test (about 7 s each)")  # fmt: skip
+    ap.add_argument("--budgets", default="",
+                    help="comma-separated larger budgets (false alarms per model per quarter) "
+                         "to show what they buy")  # fmt: skip
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     cfg = DriftConfig()
@@ -445,6 +498,41 @@ def main() -> None:
             note = f" ({busy} in a false alarm at the change)" if busy else ""
             row = f"{_delay_text(d[NEW][0])} | {_delay_text(d[OLD][0])} | {old}"
             print(f"| {label}{note} | {null.name} | {row} |", flush=True)
+    per_run = cfg.false_alarms_per_quarter / len(METRICS) / QUARTER_RUNS
+    by = [1, 2, 3, 6, 12]
+    print("\nBound: the best test of the runs since a change whose start it knows, at the per-run")
+    print(f"false-alarm rate the budget leaves ({per_run:.2g} = budget / metrics / runs per "
+          "quarter), with the true process\n")  # fmt: skip
+    print("| change | null | metric | measurement sd | " + " | ".join(f"by run {n}" for n in by)
+          + " |")  # fmt: skip
+    print("| --- " * (4 + len(by)) + "|")
+    for label, metric, step, null in (
+        ("latency +50 %", "ttft_seconds", float(np.log(1.5)), NULLS[1]),
+        ("latency +50 %", "e2e_seconds", float(np.log(1.5)), NULLS[1]),
+        ("pass rate -10 points", "pass_rate", 0.10, NULLS[0]),
+    ):
+        sd = measurement_sd(rng, metric)
+        power = known_change_bound(step, sd, per_run, by, null)
+        cells = " | ".join(f"{x:.0%}" for x in power)
+        print(f"| {label} | {null.name} | {metric} | {sd:.3f} | {cells} |")
+    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    if budgets:
+        print("\nWhat a larger budget buys (service detector; latency +50 % and -10 points:")
+        print(f"{args.trials} changes per cell; false alarms: {args.quarters} quarters, all "
+              "together)\n")  # fmt: skip
+        print("| budget | false alarms mean | p95 | max | +50 % load AR(1): median | p90 "
+              "| within 2 runs | +50 % all together: median | p90 | within 2 runs "
+              "| -10 points iid: median | p90 |")  # fmt: skip
+        print("| --- " * 12 + "|")
+        for b in [cfg.false_alarms_per_quarter, *budgets]:
+            cb = cfg.model_copy(update={"false_alarms_per_quarter": b})
+            fa = false_alarms(rng, ALL, cb, args.quarters)[NEW]
+            cells = []
+            for drop, slow, null in ((0.0, 1.5, NULLS[1]), (0.0, 1.5, ALL), (0.10, 1.0, NULLS[0])):
+                d = delays(rng, cb, args.trials, drop, slow, null)[NEW][0]
+                text = _delay_text(d).split(" | ", 1)[1]
+                cells.append(text if drop else f"{text} | {_within(d, 2)}")
+            print(f"| {b:g} | {_summary(fa)} | " + " | ".join(cells) + " |", flush=True)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 

@@ -14,9 +14,11 @@ from aione_probe.analysis.changepoint import (
     MIN_THRESHOLD_K,
     Calibration,
     Cusum,
-    ar1_coefficient,
     calibrate,
     detect,
+    fit_predictor,
+    lag1_correlation,
+    rest_weight,
     siegmund_threshold,
     stationary_bootstrap_paths,
 )
@@ -215,22 +217,47 @@ def _latency_detector(seed: int) -> tuple[Calibration, np.ndarray, np.random.Gen
     """A whitened detector calibrated on a fortnight of hourly loaded runs."""
     rng = np.random.default_rng(seed)
     baseline = _loaded_latency(rng, 1, 336)[0]
-    phi = ar1_coefficient(baseline)
-    assert 0.3 < phi < 0.8  # the load shows through the measurement noise
+    phi, theta = fit_predictor(baseline)
+    assert 0 < theta < phi  # an AR(1) load seen through measurement noise
     k = reference_value("e2e_seconds", DriftConfig(), per_run=28)
-    cal = calibrate(baseline, k=k, horizon_runs=2160, rng=rng, reps=100, phi=phi)
+    cal = calibrate(baseline, k=k, horizon_runs=2160, rng=rng, reps=100, phi=phi, theta=theta)
     return cal, baseline, rng
+
+
+def test_fit_predictor_tells_a_load_from_measurement_noise() -> None:
+    rng = np.random.default_rng(11)
+    assert fit_predictor(rng.normal(0, 0.07, 336)) == (0.0, 0.0)  # white: no whitening
+    ar = np.zeros(336)
+    for t in range(1, 336):
+        ar[t] = 0.8 * ar[t - 1] + rng.normal(0, 0.06)
+    phi, theta = fit_predictor(ar)
+    assert 0.65 < phi <= 0.9 and theta <= 0.1  # a pure AR(1) load: predicted by phi r
+    # A load seen through noise: the predictor trusts the last run less (theta > 0), so a
+    # step is absorbed more slowly than a pure AR(1) fit of the same series would absorb it.
+    phi, theta = fit_predictor(_loaded_latency(rng, 1, 336)[0])
+    assert 0.6 < phi <= 0.9 and 0.1 < theta < phi
+    assert rest_weight(phi, theta) > 1 - phi
+    series = np.r_[np.nan, 1.0, np.nan, np.nan, 0.5, *rng.normal(0, 1, 20)]
+    assert all(np.isfinite(fit_predictor(series)))  # gaps advance the predictor
 
 
 def test_whitened_detector_finds_a_latency_step_within_two_runs() -> None:
     cal, baseline, rng = _latency_detector(6)
     h = cal.threshold(0.2)
-    r = _loaded_latency(rng, 40, 60)
+    r = _loaded_latency(rng, 200, 60)
     r[:, 48:] += math.log(1.5)  # +50 % latency from run 48 on
-    _, state = detect(r, cal.k, h, 0.9 * h, cal.phi, cal.clip)
-    assert not state[:, :48].any()
-    onset = state[:, 48:].argmax(axis=1) + 1
+    _, state = detect(r, cal.k, h, 0.9 * h, cal.phi, cal.clip, cal.theta)
+    assert state[:, :48].mean() < 0.01
+    onset = np.where(state[:, 48:].any(axis=1), state[:, 48:].argmax(axis=1) + 1, 99)
     assert np.median(onset) <= 2  # most steps page on their 1st or 2nd run
+    # A pure AR(1) predictor (theta = 0, lag-1 phi) on the same baseline absorbs the step
+    # into its prediction faster and pages later.
+    phi0 = float(np.clip(lag1_correlation(baseline), 0, 0.9))
+    ar = calibrate(baseline, k=cal.k, horizon_runs=2160, rng=rng, reps=100, phi=phi0)
+    ha = ar.threshold(0.2)
+    _, astate = detect(r, ar.k, ha, 0.9 * ha, ar.phi, ar.clip)
+    aonset = np.where(astate[:, 48:].any(axis=1), astate[:, 48:].argmax(axis=1) + 1, 99)
+    assert (onset <= 2).mean() > (aonset <= 2).mean()
     # The plain CUSUM, calibrated on the same baseline, needs the long-run spread: slower.
     plain = calibrate(baseline, k=cal.k, horizon_runs=2160, rng=rng, reps=100)
     hp = plain.threshold(0.2)
@@ -242,7 +269,8 @@ def test_whitened_detector_keeps_its_budget_on_a_stationary_loaded_gateway() -> 
     cal, _, rng = _latency_detector(7)
     h = cal.threshold(0.2)
     assert h >= cal.threshold(2.0) and cal.gaussian_maxima and cal.whitened
-    count, _ = detect(_loaded_latency(rng, 100, 2160), cal.k, h, 0.9 * h, cal.phi, cal.clip)
+    r = _loaded_latency(rng, 100, 2160)
+    count, _ = detect(r, cal.k, h, 0.9 * h, cal.phi, cal.clip, cal.theta)
     assert count.mean() <= 0.2 * 1.5  # the budget, with room for bootstrap noise
 
 
@@ -252,8 +280,8 @@ def test_whitened_detect_matches_the_stateful_detector() -> None:
     r[150:] += 0.3
     r[[100, 160, 161]] = np.nan  # missing runs: the predictor advances, the statistic stays
     r[120] = math.inf  # every request timed out once: clipped for the predictor
-    count, state = detect(r, 0.2, 0.3, 0.27, 0.6, 0.4)
-    det = Cusum(k=0.2, h=0.3, cap=0.27, phi=0.6, clip=0.4)
+    count, state = detect(r, 0.2, 0.3, 0.27, 0.6, 0.4, 0.3)
+    det = Cusum(k=0.2, h=0.3, cap=0.27, phi=0.6, clip=0.4, theta=0.3)
     path = []
     for x in r:
         if math.isnan(x):

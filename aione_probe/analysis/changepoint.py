@@ -13,19 +13,28 @@ returns to 0: the residuals have been back at baseline long enough to use up the
 so one excursion pages once. One run adds at most ``c`` (below the threshold): a single
 bad run never pages on its own.
 
-**Whitened (AR(1)) detectors.** Latency carries a run-level load that persists from run to
-run (a loaded gateway is slow for hours). A plain CUSUM must then be calibrated on the
-long-run spread, and a step is slow to find. A detector with ``phi > 0`` feeds on the
-one-step prediction errors ``e_t = r_t - phi * r_{t-1}`` of an AR(1) fitted to the
-baseline's residuals. A step of size ``d`` shows in full in the first error and as only
-``(1 - phi) d`` afterwards (the predictor absorbs the rest), so the statistic is the
-likelihood-ratio CUSUM of exactly that signature (``k = d / 2``), in residual units:
+**Whitened detectors.** Latency carries a run-level load that persists from run to run (a
+loaded gateway is slow for hours), seen through the noise of estimating one run's latency
+from a few dozen requests. A plain CUSUM must then be calibrated on the long-run spread,
+and a step is slow to find. A whitened detector feeds on one-step prediction errors
+instead: the residual is modelled as an AR(1) load plus independent per-run noise, i.e.
+an ARMA(1,1) ``r_t - phi r_{t-1} = e_t - theta e_{t-1}``, fitted to the baseline's
+residuals (`fit_predictor`), whose steady-state Kalman predictor is
 
-    S_t = max(0, min(e_t - k, c), S_{t-1} + min((1 - phi) (e_t - (1 - phi) k), c))
+    pred_{t+1} = phi pred_t + (phi - theta) e_t,    e_t = r_t - pred_t.
+
+(``theta = 0`` is a pure AR(1) load, predicted by ``phi r_t``; ``theta = phi`` is white
+noise, predicted by 0.) A step of size ``d`` shows in full in the first error and tends to
+``w d`` afterwards, ``w = (1 - phi) / (1 - theta)`` (`rest_weight`: the predictor absorbs
+the rest; the measurement noise makes it absorb less than a pure AR(1) would). The
+statistic is the likelihood-ratio CUSUM of that signature (``k = d / 2``), in residual
+units:
+
+    S_t = max(0, min(e_t - k, c), S_{t-1} + min(w (e_t - w k), c))
 
 (the first term: a step starting at this run; the second: one that started earlier). With
-``phi = 0`` it is the plain CUSUM above. A missing run advances the predictor (``phi``
-per missed slot) but not the statistic.
+``w = 1`` it is the plain CUSUM above. A missing run advances the predictor (``phi`` per
+missed slot) but not the statistic.
 
 The threshold ``h`` is not derived from an assumed distribution. `calibrate` resamples the
 baseline's own residuals (for a whitened detector: its prediction errors) with a stationary
@@ -59,9 +68,13 @@ WHITENED_MIN_THRESHOLD_K = 1.0
 #: Largest AR(1) coefficient a whitened detector uses (a random walk cannot be whitened
 #: by a stationary model; the bootstrap calibrates what is left).
 MAX_PHI = 0.9
-#: The predictor uses the last residual clipped to this many baseline standard deviations,
-#: so one wild run (a burst of timeouts) does not hide the next from the detector.
+#: The predictor uses the last prediction error clipped to this many baseline standard
+#: deviations of the errors, so one wild run (a burst of timeouts) does not hide the next
+#: from the detector.
 PREDICTOR_CLIP_SD = 4.0
+#: Grid step of `fit_predictor` (the coefficients' sampling error over a fortnight of
+#: hourly runs is several times larger).
+FIT_STEP = 0.025
 #: Bootstrap blocks are at least a day of hourly runs long (or a quarter of the baseline):
 #: a short baseline underestimates the autocorrelation of a slowly varying load.
 MIN_BLOCK_RUNS = 6
@@ -76,20 +89,61 @@ DAYS = 7
 WEEKDAY_SHRINK_RUNS = 24.0
 
 
-def cusum_step(s: Any, error: Any, k: Any, cap: Any, phi: Any = 0.0) -> Any:
+def cusum_step(s: Any, error: Any, k: Any, cap: Any, rest: Any = 1.0) -> Any:
     """One detector update (scalars or arrays) with prediction error `error`.
 
-    ``max(0, min(e - k, cap), s + min((1 - phi) (e - (1 - phi) k), cap))``; with
-    ``phi = 0`` (and ``s >= 0``) the plain CUSUM ``max(0, s + min(e - k, cap))``.
+    ``max(0, min(e - k, cap), s + min(w (e - w k), cap))`` with `rest` weight ``w``
+    (`rest_weight`); with ``w = 1`` (and ``s >= 0``) the plain CUSUM
+    ``max(0, s + min(e - k, cap))``.
     """
     onset = np.minimum(error - k, cap)
-    rest = s + np.minimum((1.0 - phi) * (error - (1.0 - phi) * k), cap)
-    return np.maximum(0.0, np.maximum(onset, rest))
+    later = s + np.minimum(rest * (error - rest * k), cap)
+    return np.maximum(0.0, np.maximum(onset, later))
 
 
-def ar1_coefficient(r: np.ndarray) -> float:
-    """Lag-1 autocorrelation of `r` clipped to [0, `MAX_PHI`] (see `lag1_correlation`)."""
-    return float(np.clip(lag1_correlation(r), 0.0, MAX_PHI))
+def rest_weight(phi: Any, theta: Any = 0.0) -> Any:
+    """The share of a step left in the prediction errors after its first run:
+    ``(1 - phi) / (1 - theta)`` (1 for a plain CUSUM, ``phi = theta = 0``)."""
+    return (1.0 - phi) / (1.0 - theta)
+
+
+def predict_next(pred: Any, error: Any, phi: Any, theta: Any, clip: Any = math.inf) -> Any:
+    """The predictor's next value: ``phi pred + (phi - theta) clip(error)``."""
+    return phi * pred + (phi - theta) * np.clip(error, -clip, clip)
+
+
+def fit_predictor(r: np.ndarray) -> tuple[float, float]:
+    """``(phi, theta)`` of the ARMA(1,1) that best predicts `r` one run ahead.
+
+    Least squares of the one-step prediction errors (conditional sum of squares) over a
+    grid ``0 <= theta <= phi <= MAX_PHI`` of step `FIT_STEP`; NaN runs advance the
+    predictor without an error, the first run is burn-in. Returns ``(0, 0)`` (no
+    whitening) for white noise and for fewer than 8 finite runs; ``phi = theta`` is
+    reported as ``(0, 0)``, the same predictor.
+    """
+    r = np.asarray(r, dtype=float)
+    seen = np.isfinite(r)
+    if seen.sum() < 8:
+        return 0.0, 0.0
+    grid = np.arange(0.0, MAX_PHI + 1e-9, FIT_STEP)
+    phi, theta = (a.ravel() for a in np.meshgrid(grid, grid, indexing="ij"))
+    keep = theta <= phi + 1e-12
+    phi, theta = phi[keep], theta[keep]
+    pred = np.zeros(len(phi))
+    sse = np.zeros(len(phi))
+    first = int(np.argmax(seen))
+    for t in range(first, len(r)):
+        if not seen[t]:
+            pred = phi * pred
+            continue
+        e = r[t] - pred
+        if t > first:
+            sse += e * e
+        pred = predict_next(pred, e, phi, theta)
+    best = int(np.argmin(sse))  # the grid starts at (0, 0): white noise wins ties
+    if phi[best] - theta[best] < 1e-9:
+        return 0.0, 0.0
+    return float(phi[best]), float(theta[best])
 
 
 def lag1_correlation(r: np.ndarray) -> float:
@@ -105,14 +159,22 @@ def lag1_correlation(r: np.ndarray) -> float:
     return float(a @ b / den) if den > 0 else 0.0
 
 
-def prediction_errors(r: np.ndarray, phi: float) -> np.ndarray:
-    """One-step AR(1) prediction errors ``r_t - phi r_{t-1}`` of consecutive finite runs
-    (all finite residuals when ``phi = 0``)."""
+def prediction_errors(r: np.ndarray, phi: float, theta: float = 0.0) -> np.ndarray:
+    """One-step prediction errors of the finite runs of `r` (`predict_next`, unclipped;
+    the first run is burn-in), or all finite residuals when ``phi = 0``."""
     r = np.asarray(r, dtype=float)
     if phi == 0:
         return r[np.isfinite(r)]
-    e = r[1:] - phi * r[:-1]
-    return e[np.isfinite(e)]
+    out = []
+    pred = 0.0
+    for x in r:
+        if not np.isfinite(x):
+            pred *= phi
+            continue
+        e = float(x) - pred
+        out.append(e)
+        pred = float(predict_next(pred, e, phi, theta))
+    return np.asarray(out[1:])
 
 
 def stationary_bootstrap_paths(
@@ -172,8 +234,9 @@ class Calibration:
             the detector's inputs (residuals, or prediction errors when whitened: the
             spread of a sum of many consecutive ones, per run), from the block bootstrap.
         maxima: sorted largest statistic of each bootstrap horizon.
-        phi: AR(1) coefficient of a whitened detector (0: plain CUSUM).
-        clip: the predictor clips the last residual to +-clip.
+        phi: AR coefficient of a whitened detector (0: plain CUSUM).
+        theta: its MA coefficient (0: a pure AR(1); `fit_predictor`).
+        clip: the predictor clips the last prediction error to +-clip.
         gaussian_maxima: sorted largest statistic of each horizon of Gaussian errors
             (whitened detectors only).
         whitened: a whitened detector (its `phi` may still come out 0).
@@ -185,6 +248,7 @@ class Calibration:
     long_run_sd: float = 0.0
     maxima: list[float] = field(default_factory=list)
     phi: float = 0.0
+    theta: float = 0.0
     clip: float = math.inf
     gaussian_maxima: list[float] = field(default_factory=list)
     whitened: bool = False
@@ -210,7 +274,7 @@ class Calibration:
                 candidates.append(q * (1.0 + 1e-9) + 1e-12)
         if self.long_run_sd > 0:
             arl = self.horizon_runs / false_alarms
-            rest = 1.0 - self.phi
+            rest = rest_weight(self.phi, self.theta)
             candidates.append(
                 siegmund_threshold(rest * rest * self.k, rest * self.long_run_sd, arl)
             )
@@ -225,6 +289,7 @@ class Calibration:
             "long_run_sd": self.long_run_sd,
             "maxima": [round(m, 6) for m in self.maxima],
             "phi": self.phi,
+            "theta": self.theta,
             "clip": self.clip if math.isfinite(self.clip) else None,
             "gaussian_maxima": [round(m, 6) for m in self.gaussian_maxima],
             "whitened": self.whitened,
@@ -240,6 +305,7 @@ class Calibration:
             long_run_sd=float(data.get("long_run_sd", 0.0)),
             maxima=[float(m) for m in data.get("maxima", [])],
             phi=float(data.get("phi", 0.0)),
+            theta=float(data.get("theta", 0.0)),
             clip=math.inf if data.get("clip") is None else float(data["clip"]),
             gaussian_maxima=[float(m) for m in data.get("gaussian_maxima", [])],
             whitened=bool(data.get("whitened", False)),
@@ -292,10 +358,11 @@ def calibrate(
     rng: np.random.Generator,
     reps: int = 500,
     phi: float | None = None,
+    theta: float = 0.0,
 ) -> Calibration:
     """Bootstrap the detector's null from the baseline's own residuals.
 
-    The detector's inputs (the residuals, or for ``phi > 0`` their AR(1) prediction
+    The detector's inputs (the residuals, or for ``phi > 0`` their one-step prediction
     errors) are resampled into `reps` horizons of `horizon_runs` in blocks of mean length
     `mean_block_length` (at least a day of runs, or a quarter of the baseline), and the
     detector runs over them without the per-run cap (``h`` is what is being found):
@@ -310,13 +377,16 @@ def calibrate(
         horizon_runs: runs per false-alarm horizon.
         rng: random source.
         reps: bootstrap replicates (each a full horizon).
-        phi: AR(1) coefficient of a whitened detector (`ar1_coefficient`, possibly 0);
-            None for a plain CUSUM.
+        phi: AR coefficient of a whitened detector (`fit_predictor`, possibly 0); None
+            for a plain CUSUM.
+        theta: the whitened detector's MA coefficient (`fit_predictor`).
     """
     whitened = phi is not None
     phi = phi or 0.0
+    theta = theta if phi > 0 else 0.0
+    rest = rest_weight(phi, theta)
     r = np.asarray(residuals, dtype=float)
-    e = prediction_errors(r, phi)
+    e = prediction_errors(r, phi, theta)
     n = len(e)
     if n < 2:
         raise ValueError("calibration needs at least two baseline residuals")
@@ -326,30 +396,30 @@ def calibrate(
     gaussian: list[float] = []
     if whitened:
         errors = _gaussian_errors(e, block, horizon_runs, reps, rng)
-        gaussian = sorted(_horizon_maxima(errors, k, phi))
-    finite = r[np.isfinite(r)]
+        gaussian = sorted(_horizon_maxima(errors, k, rest))
     return Calibration(
         k=k,
         horizon_runs=horizon_runs,
         mean_block=block,
         long_run_sd=lr_sd,
-        maxima=sorted(_horizon_maxima(future, k, phi)),
+        maxima=sorted(_horizon_maxima(future, k, rest)),
         phi=phi,
-        clip=PREDICTOR_CLIP_SD * float(np.std(finite)) if phi > 0 else math.inf,
+        theta=theta,
+        clip=PREDICTOR_CLIP_SD * float(np.std(e)) if phi > 0 else math.inf,
         gaussian_maxima=gaussian,
         whitened=whitened,
     )
 
 
-def _horizon_maxima(errors: np.ndarray, k: float, phi: float) -> np.ndarray:
+def _horizon_maxima(errors: np.ndarray, k: float, rest: float) -> np.ndarray:
     """Largest uncapped statistic of each row of prediction errors, without a loop.
 
     Unrolled, ``S_t = max(b_t, S_{t-1} + a_t)`` with ``b = max(0, e - k)`` and
-    ``a = (1 - phi) (e - (1 - phi) k)`` is ``A_t + max_{j <= t} (b_j - A_j)`` where ``A``
+    ``a = w (e - w k)`` (``w`` = `rest`) is ``A_t + max_{j <= t} (b_j - A_j)`` where ``A``
     is the running sum of ``a``.
     """
     onset = np.maximum(errors - k, 0.0)
-    total = np.cumsum((1.0 - phi) * (errors - (1.0 - phi) * k), axis=1)
+    total = np.cumsum(rest * (errors - rest * k), axis=1)
     s = total + np.maximum.accumulate(onset - total, axis=1)
     return np.maximum(s.max(axis=1), 0.0)
 
@@ -410,7 +480,13 @@ def siegmund_threshold(k: float, sd: float, arl: float) -> float:
 
 
 def detect(
-    residuals: np.ndarray, k: Any, h: Any, cap: Any, phi: Any = 0.0, clip: Any = math.inf
+    residuals: np.ndarray,
+    k: Any,
+    h: Any,
+    cap: Any,
+    phi: Any = 0.0,
+    clip: Any = math.inf,
+    theta: Any = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run the alarm-and-clear detector over rows of residuals (benchmarks, replays).
 
@@ -422,17 +498,19 @@ def detect(
         k: reference value (a number, or one per row).
         h: threshold (a number, or one per row).
         cap: largest increment of one run (a number, or one per row).
-        phi: AR(1) coefficient (a number, or one per row; 0 for a plain CUSUM).
-        clip: the predictor's clip of the last residual (a number, or one per row).
+        phi: AR coefficient (a number, or one per row; 0 for a plain CUSUM).
+        clip: the predictor's clip of the last error (a number, or one per row).
+        theta: MA coefficient (a number, or one per row).
 
     Returns:
         (alarms per row, alarm state per row and run).
     """
     r = np.atleast_2d(np.asarray(residuals, dtype=float))
     rows, runs = r.shape
-    k, h, cap, phi, clip = (
-        np.broadcast_to(np.asarray(v, dtype=float), (rows,)) for v in (k, h, cap, phi, clip)
+    k, h, cap, phi, clip, theta = (
+        np.broadcast_to(np.asarray(v, dtype=float), (rows,)) for v in (k, h, cap, phi, clip, theta)
     )
+    rest = rest_weight(phi, theta)
     s = np.zeros(rows)
     pred = np.zeros(rows)
     alarm = np.zeros(rows, dtype=bool)
@@ -442,8 +520,9 @@ def detect(
         x = r[:, t]
         seen = ~np.isnan(x)
         x = np.where(seen, np.clip(x, -1e300, 1e300), 0.0)  # as `Cusum.update` does
-        s = np.where(seen, cusum_step(s, x - pred, k, cap, phi), s)
-        pred = phi * np.where(seen, np.clip(x, -clip, clip), pred)
+        e = x - pred
+        s = np.where(seen, cusum_step(s, e, k, cap, rest), s)
+        pred = np.where(seen, predict_next(pred, e, phi, theta, clip), phi * pred)
         new = ~alarm & (s >= h)
         count += new
         alarm = (alarm | new) & ~(seen & (s <= 0.0))
@@ -458,9 +537,10 @@ class Cusum:
     Attributes:
         k: reference value; h: threshold; cap: largest increment of one run (all in the
             metric's residual units).
-        phi: AR(1) coefficient (0: a plain CUSUM); clip: the predictor's clip.
+        phi, theta: the predictor's coefficients (``phi = 0``: a plain CUSUM); clip: its
+            clip of the last prediction error.
         s: current statistic.
-        pred: the prediction of the next run's residual (``phi`` × the last one).
+        pred: the prediction of the next run's residual (`predict_next`).
         alarm: in alarm since `alarm_since` (ISO time of the run that tripped it).
         alarms: alarms since the baseline was pinned.
         runs: runs fed since the baseline was pinned.
@@ -471,6 +551,7 @@ class Cusum:
     cap: float
     phi: float = 0.0
     clip: float | None = None
+    theta: float = 0.0
     s: float = 0.0
     pred: float = 0.0
     alarm: bool = False
@@ -486,9 +567,11 @@ class Cusum:
         """Feed one run's residual (positive = worse); return whether in alarm afterwards."""
         if not math.isfinite(residual):
             residual = math.copysign(1e300, residual)
-        self.s = float(cusum_step(self.s, residual - self.pred, self.k, self.cap, self.phi))
+        error = residual - self.pred
+        rest = rest_weight(self.phi, self.theta)
+        self.s = float(cusum_step(self.s, error, self.k, self.cap, rest))
         clip = math.inf if self.clip is None else self.clip
-        self.pred = self.phi * min(max(residual, -clip), clip)
+        self.pred = float(predict_next(self.pred, error, self.phi, self.theta, clip))
         self.runs += 1
         if not self.alarm and self.s >= self.h:
             self.alarm, self.alarm_since = True, at

@@ -30,8 +30,8 @@ below one probe's (one request's) weight, and a threshold calibrated by a statio
 bootstrap of the baseline's own residuals for a false-alarm budget of
 `DriftConfig.false_alarms_per_quarter` per model, split evenly over every detector of the
 target (all its suites and metrics). The latency detectors are *whitened*: they feed on
-the AR(1) prediction errors of the residuals (`MetricSpec.whiten`), because a gateway's
-load persists from run to run.
+the one-step prediction errors of the residuals (`MetricSpec.whiten`; an AR(1) load seen
+through per-run noise), because a gateway's load persists from run to run.
 
 **Missing runs.** A run that produced nothing (gateway down, spend cap, interrupted) or a
 schedule slot with no run at all neither advances nor resets a detector: the gap is
@@ -53,8 +53,8 @@ import numpy as np
 from aione_probe.analysis.changepoint import (
     Calibration,
     Cusum,
-    ar1_coefficient,
     calibrate,
+    fit_predictor,
     hour_levels,
     weekday_offsets,
 )
@@ -75,8 +75,8 @@ class MetricSpec:
             of the week.
         cap: the most one run adds to a plain detector, as a fraction of its threshold
             (a whitened one: `WHITENED_CAP`).
-        whiten: whether the detector feeds on AR(1) prediction errors (a run-level load
-            that persists from run to run; `aione_probe.analysis.changepoint`).
+        whiten: whether the detector feeds on one-step prediction errors (a run-level
+            load that persists from run to run; `aione_probe.analysis.changepoint`).
     """
 
     name: str
@@ -557,9 +557,9 @@ def build_baseline(
             base.levels.pop(spec.name, None)
             continue
         k = reference_value(spec.name, cfg, per_run.get(spec.name, 1.0))
-        phi = ar1_coefficient(r) if spec.whiten else None
+        phi, theta = fit_predictor(r) if spec.whiten else (None, 0.0)
         base.calibration[spec.name] = calibrate(
-            r, k=k, horizon_runs=base.horizon_runs, rng=rng, reps=reps, phi=phi
+            r, k=k, horizon_runs=base.horizon_runs, rng=rng, reps=reps, phi=phi, theta=theta
         )
     return base
 
@@ -608,9 +608,9 @@ class Monitor:
             clip = cal.clip if math.isfinite(cal.clip) else None
             det = self.detectors.get(metric)
             if det is None:
-                self.detectors[metric] = Cusum(k=cal.k, h=h, cap=cap, phi=cal.phi, clip=clip)
-            else:
-                det.k, det.h, det.cap, det.phi, det.clip = cal.k, h, cap, cal.phi, clip
+                det = self.detectors[metric] = Cusum(k=cal.k, h=h, cap=cap)
+            det.k, det.h, det.cap, det.clip = cal.k, h, cap, clip
+            det.phi, det.theta = cal.phi, cal.theta
 
     def _gap(self) -> Gap:
         if self._open is None:
@@ -738,6 +738,7 @@ def verdict_of(monitor: Monitor, baseline: DriftBaseline) -> DriftVerdict:
                 "metric": metric,
                 "test": "whitened-cusum" if _SPEC[metric].whiten else "cusum",
                 "phi": det.phi,
+                "theta": det.theta,
                 "statistic": det.s,
                 "threshold": det.h,
                 "k": det.k,
