@@ -47,10 +47,11 @@ a change whose start it knew, at the per-run false-alarm rate the budget leaves 
 metrics / runs per quarter), with the true load and measurement noise (the measurement
 noise is measured: the spread of the service's run values under the iid null). And, with
 ``--budgets``, what a larger budget buys: false alarms (all together) and delays of
-latency +50 % and of a 10-point drop at each.
+latency +50 % and of a 10-point drop at each; with ``--probes``, what more probes per run
+(more tokens) buy for pass-rate drops.
 
     nice python bench/drift.py [--quarters 200] [--trials 100] [--budgets 2,4]
-        [--legacy-quarters 0]
+        [--probes 56] [--legacy-quarters 0]
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ from aione_probe.config import DriftConfig
 
 PROBES = 28
 FIXED = 20
+#: Tokens of one run of the 28-probe cheap golden subset (estimate of `check-config`:
+#: prompt characters / 4 + max_tokens).
+TOKENS_PER_RUN = 1630
 BASELINE_RUNS = round(DriftConfig().baseline_span / 3600)  # hourly runs over the default span
 QUARTER_RUNS = 90 * 24
 CHANGE_AFTER = 14 * 24
@@ -135,14 +139,17 @@ def simulate(
     change_at: int | None = None,
     drop: float = 0.0,
     slow: float = 1.0,
+    probes: int = PROBES,
 ) -> Sim:
-    """Simulate `runs` hourly runs of `quarters` independent models."""
-    q, t, p = quarters, runs, PROBES
+    """Simulate `runs` hourly runs of `quarters` independent models of `probes` probes
+    (fixed prompts in the same proportion as the 28-probe subset's 20)."""
+    q, t, p = quarters, runs, probes
+    n_fixed = round(probes * FIXED / PROBES)
     probs = rng.beta(5.5, 1.0, size=(q, p))
     flip_p = drop / probs.mean(axis=1, keepdims=True)
     fixed = np.zeros(p, dtype=bool)
     if null.persistent:
-        fixed[:FIXED] = True
+        fixed[:n_fixed] = True
     offset = rng.integers(0, 168, size=(q, 1))
     clock = offset + np.arange(t)[None, :]
     hours = clock % 24
@@ -152,8 +159,8 @@ def simulate(
     for i in range(t):
         changed = change_at is not None and i >= change_at
         if changed and i == change_at and null.persistent:
-            # Exactly round(drop * FIXED) passing fixed prompts start failing for good.
-            n_flip = round(drop * FIXED)
+            # Exactly round(drop * n_fixed) passing fixed prompts start failing for good.
+            n_flip = round(drop * n_fixed)
             score = np.where(state & fixed, rng.random((q, p)), -1.0)
             top = np.argsort(-score, axis=1)[:, :n_flip]
             hit = np.zeros((q, p), dtype=bool)
@@ -235,8 +242,9 @@ def run_arrays(sim: Sim, j: int, lo: int, hi: int) -> RunArrays:
     failed = sim.failed_run[sl]
     ttft, e2e = (_normalised(sim, j, x, lo, hi) for x in (sim.ttft, sim.e2e))
     tokens = median_counting_timeouts(np.where(ok, sim.tokens[sl], np.nan), np.zeros_like(ok))
-    n = np.where(failed, 0, PROBES)
-    errors = np.where(failed, np.nan, 1.0 - ok.sum(axis=1) / PROBES)
+    probes = ok.shape[-1]
+    n = np.where(failed, 0, probes)
+    errors = np.where(failed, np.nan, 1.0 - ok.sum(axis=1) / probes)
     nan = np.where(failed, np.nan, 1.0)
     return RunArrays(
         hours=sim.hours[j, lo:hi],
@@ -249,7 +257,7 @@ def run_arrays(sim: Sim, j: int, lo: int, hi: int) -> RunArrays:
         },
         passed=sim.passed[sl].astype(float),
         scored=ok.astype(float),
-        hashes=[f"probe-{i}" for i in range(PROBES)],
+        hashes=[f"probe-{i}" for i in range(probes)],
         requests=n.astype(float),
     )
 
@@ -299,13 +307,18 @@ def cusum_alarms(
 
 
 def false_alarms(
-    rng: np.random.Generator, null: Null, cfg: DriftConfig, quarters: int, chunk: int = 20
+    rng: np.random.Generator,
+    null: Null,
+    cfg: DriftConfig,
+    quarters: int,
+    chunk: int = 20,
+    probes: int = PROBES,
 ) -> dict[str, np.ndarray]:
     """Target-level false alarms in each of `quarters` simulated quarters, per detector."""
     out: dict[str, list[np.ndarray]] = {d: [] for d in DETECTORS}
     for start in range(0, quarters, chunk):
         n = min(chunk, quarters - start)
-        sim = simulate(rng, null, n, BASELINE_RUNS + QUARTER_RUNS)
+        sim = simulate(rng, null, n, BASELINE_RUNS + QUARTER_RUNS, probes=probes)
         for name, (counts, _) in cusum_alarms(sim, cfg, rng, QUARTER_RUNS).items():
             out[name].append(counts)
     return {d: np.concatenate(v) for d, v in out.items()}
@@ -319,6 +332,7 @@ def delays(
     slow: float,
     null: Null = ALL,
     chunk: int = 20,
+    probes: int = PROBES,
 ) -> dict[str, tuple[np.ndarray, int]]:
     """Per detector: runs from a change to the first alarm after it (NaN: not within
     `FOLLOW` runs), and how many trials were already in alarm (a false one) when the
@@ -328,7 +342,9 @@ def delays(
     for start in range(0, trials, chunk):
         n = min(chunk, trials - start)
         change = BASELINE_RUNS + CHANGE_AFTER
-        sim = simulate(rng, null, n, change + FOLLOW, change_at=change, drop=drop, slow=slow)
+        sim = simulate(
+            rng, null, n, change + FOLLOW, change_at=change, drop=drop, slow=slow, probes=probes
+        )
         for name, (_, onsets) in cusum_alarms(sim, cfg, rng, CHANGE_AFTER + FOLLOW).items():
             after = onsets[:, CHANGE_AFTER:]
             found = after.any(axis=1)
@@ -353,7 +369,7 @@ def legacy_run(
         passes = (sim.passed[j, lo:hi][keep]).sum(axis=0)
         scored = ok.sum(axis=0)
         return Window(
-            passes={f"p{i}": (int(passes[i]), int(scored[i])) for i in range(PROBES)},
+            passes={f"p{i}": (int(passes[i]), int(scored[i])) for i in range(len(passes))},
             ttft_s=sim.ttft[j, lo:hi][keep][ok].tolist(),
             e2e_s=sim.e2e[j, lo:hi][keep][ok].tolist(),
             output_tokens=sim.tokens[j, lo:hi][keep][ok].tolist(),
@@ -444,6 +460,9 @@ def main() -> None:
     ap.add_argument("--budgets", default="",
                     help="comma-separated larger budgets (false alarms per model per quarter) "
                          "to show what they buy")  # fmt: skip
+    ap.add_argument("--probes", default="",
+                    help="comma-separated larger probe counts per run "
+                         "to show what they buy")  # fmt: skip
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     cfg = DriftConfig()
@@ -533,6 +552,23 @@ def main() -> None:
                 text = _delay_text(d).split(" | ", 1)[1]
                 cells.append(text if drop else f"{text} | {_within(d, 2)}")
             print(f"| {b:g} | {_summary(fa)} | " + " | ".join(cells) + " |", flush=True)
+    more = [int(n) for n in args.probes.split(",") if n.strip()]
+    if more:
+        print("\nWhat more probes per run buy (service detector, default budget; false alarms:")
+        print(f"{args.quarters} quarters, all together; delays: {args.trials} changes per cell)\n")
+        print("| probes per run | tokens per run | false alarms mean | p95 | max "
+              "| -10 points iid: median | p90 | -10 points all together: median | p90 "
+              "| -5 points iid: median | p90 |")  # fmt: skip
+        print("| --- " * 11 + "|")
+        for n in [PROBES, *more]:
+            fa = false_alarms(rng, ALL, cfg, args.quarters, probes=n)[NEW]
+            cells = []
+            for drop, null in ((0.10, NULLS[0]), (0.10, ALL), (0.05, NULLS[0])):
+                d = delays(rng, cfg, args.trials, drop, 1.0, null, probes=n)[NEW][0]
+                cells.append(_delay_text(d).split(" | ", 1)[1])
+            tokens = round(TOKENS_PER_RUN * n / PROBES, -1)
+            print(f"| {n} | ~{tokens:,.0f} | {_summary(fa)} | " + " | ".join(cells) + " |",
+                  flush=True)  # fmt: skip
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 
