@@ -116,7 +116,7 @@ def fit_predictor(r: np.ndarray) -> tuple[float, float]:
     """``(phi, theta)`` of the ARMA(1,1) that best predicts `r` one run ahead.
 
     Least squares of the one-step prediction errors (conditional sum of squares) over a
-    grid ``0 <= theta <= phi <= MAX_PHI`` of step `FIT_STEP`; NaN runs advance the
+    grid ``0 <= theta <= phi <= MAX_PHI`` of step `FIT_STEP`; non-finite runs advance the
     predictor without an error, the first run is burn-in. Returns ``(0, 0)`` (no
     whitening) for white noise and for fewer than 8 finite runs; ``phi = theta`` is
     reported as ``(0, 0)``, the same predictor.
