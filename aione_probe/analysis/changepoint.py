@@ -122,28 +122,34 @@ def fit_predictor(r: np.ndarray) -> tuple[float, float]:
     reported as ``(0, 0)``, the same predictor.
     """
     r = np.asarray(r, dtype=float)
-    seen = np.isfinite(r)
-    if seen.sum() < 8:
+    if np.isfinite(r).sum() < 8:
         return 0.0, 0.0
     grid = np.arange(0.0, MAX_PHI + 1e-9, FIT_STEP)
     phi, theta = (a.ravel() for a in np.meshgrid(grid, grid, indexing="ij"))
     keep = theta <= phi + 1e-12
     phi, theta = phi[keep], theta[keep]
-    pred = np.zeros(len(phi))
-    sse = np.zeros(len(phi))
-    first = int(np.argmax(seen))
-    for t in range(first, len(r)):
-        if not seen[t]:
-            pred = phi * pred
-            continue
-        e = r[t] - pred
-        if t > first:
-            sse += e * e
-        pred = predict_next(pred, e, phi, theta)
+    sse = np.square(_errors(r, phi, theta)[:, 1:]).sum(axis=1)
     best = int(np.argmin(sse))  # the grid starts at (0, 0): white noise wins ties
     if phi[best] - theta[best] < 1e-9:
         return 0.0, 0.0
     return float(phi[best]), float(theta[best])
+
+
+def _errors(r: np.ndarray, phi: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Unclipped one-step prediction errors of the finite runs of `r`, one row per
+    ``(phi, theta)`` pair; a non-finite run advances the predictor by ``phi``."""
+    seen = np.isfinite(r)
+    out = np.empty((len(phi), int(seen.sum())))
+    pred = np.zeros(len(phi))
+    col = 0
+    for x, ok in zip(r, seen, strict=True):
+        if not ok:
+            pred = phi * pred
+            continue
+        out[:, col] = x - pred
+        pred = predict_next(pred, out[:, col], phi, theta)
+        col += 1
+    return out
 
 
 def lag1_correlation(r: np.ndarray) -> float:
@@ -165,16 +171,7 @@ def prediction_errors(r: np.ndarray, phi: float, theta: float = 0.0) -> np.ndarr
     r = np.asarray(r, dtype=float)
     if phi == 0:
         return r[np.isfinite(r)]
-    out = []
-    pred = 0.0
-    for x in r:
-        if not np.isfinite(x):
-            pred *= phi
-            continue
-        e = float(x) - pred
-        out.append(e)
-        pred = float(predict_next(pred, e, phi, theta))
-    return np.asarray(out[1:])
+    return _errors(r, np.array([phi]), np.array([theta]))[0, 1:]
 
 
 def stationary_bootstrap_paths(
