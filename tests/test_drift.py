@@ -383,6 +383,28 @@ def test_pass_residuals_pair_by_probe_and_skip_unknown_ones() -> None:
     assert "re-pinned" in verdict_of(monitor, base).note
 
 
+def test_a_verdict_names_the_probes_below_their_baseline() -> None:
+    base = DriftBaseline(runs=10, span_s=1.0, interval_s=3600.0,
+                         probe_pass={"a": 1.0, "b": 0.9, "c": 0.5})  # fmt: skip
+    monitor = Monitor(baseline_id=1, detectors={"pass_rate": Cusum(k=0.05, h=9.0, cap=4.5)})
+    for i in range(10):
+        run = RunValues(i, T0 + timedelta(hours=i), values={"error_share": 0.0},
+                        probes={"a": (0 if i >= 6 else 1, 1), "b": (1, 1), "c": (i % 2, 1),
+                                "new": (0, 1)},
+                        probe_names={"a": "sum-1", "b": "capital", "c": "coin"})  # fmt: skip
+        monitor.observe(run, base)
+    (named,) = verdict_of(monitor, base).probes  # b and c are at baseline, "new" is unknown
+    # The last 6 runs of "a": 2 passes, then 4 failures.
+    assert named == {"probe": "sum-1", "hash": "a", "baseline": 1.0, "recent": 2 / 6,
+                     "passed": 2, "scored": 6}  # fmt: skip
+    again = Monitor.from_dict(monitor.to_dict())
+    assert verdict_of(again, base).probes == [named]
+    degraded = RunValues(11, T0 + timedelta(hours=11), values={"error_share": 0.5},
+                         probes={"a": (1, 1)})  # fmt: skip
+    monitor.observe(degraded, base)  # a degraded run says nothing about its probes
+    assert verdict_of(monitor, base).probes == [named]
+
+
 # --- the service path: store -> analysis -> verdicts, metrics, report ---------------------
 
 
@@ -494,6 +516,12 @@ def test_drift_verdicts_from_stored_runs(store: Store, tmp_path: Path) -> None:
     rows = {m["metric"]: m for m in v.details["metrics"]}
     assert rows["pass_rate"]["statistic"] >= rows["pass_rate"]["threshold"]
     assert rows["pass_rate"]["alarm_since"] is not None
+    # The verdict names the prompts behind the drop: p5-p9 passed every baseline run and
+    # fail since (p10, a coin in the baseline, may tie with them).
+    named = v.details["probes_below_baseline"]
+    assert len(named) == 5 and {p["probe"] for p in named} <= {f"p{i}" for i in range(5, 11)}
+    assert all(p["baseline"] - p["passed"] / p["scored"] >= 0.25 for p in named)
+    assert not {p["probe"] for p in named} & {f"p{i}" for i in range(5)}
 
     # The report shows the detector against its threshold over time and the gap.
     data = build_report_data(store, since=T0, until=at + timedelta(hours=1))
@@ -501,6 +529,7 @@ def test_drift_verdicts_from_stored_runs(store: Store, tmp_path: Path) -> None:
     render_report(data, out)
     page = (out / data.targets[0].page).read_text()
     assert "Tripped:</strong> pass_rate" in page
+    assert "Probes below their baseline" in page and f"{named[0]['probe']} 100.0 %" in page
     assert "statistic / threshold" in page and "gateway down: connect ×3" in page
 
     # Re-pinning starts fresh detectors on the new baseline.

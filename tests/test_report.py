@@ -178,7 +178,11 @@ def populate(store: Store) -> dict[str, object]:
                     "baseline_id": 9,
                     "result": "drift",
                 }
-            }
+            },
+            # A probe id comes from the suite file, but the report escapes it like the rest.
+            "probes_below_baseline": [
+                {"probe": HOSTILE, "hash": "h1", "baseline": 0.95, "passed": 1, "scored": 6}
+            ],
         },
         created_at=late,
     )
@@ -243,6 +247,7 @@ def test_target_page_sections(report) -> None:
     assert "per-run e-values" in page and "0.2011" in page and "e-detector" in page
     assert "Substituted share of requests" in page
     assert "pass_rate" in page and "fisher_exact" in page
+    assert "Probes below their baseline" in page and "95.0 % → 1/6" in page
     assert "rate_limited" in page  # error class of the retried attempt
     assert "finish_reason length where stop was expected" in page
     assert "75.0 %" in page and "0.0060 USD" in page  # cache: mean ratio, three runs saved

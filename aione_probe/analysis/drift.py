@@ -105,6 +105,13 @@ DEGRADED_ERROR_SHARE = 0.25
 GAP_FACTOR = 1.5
 MAX_GAPS = 20
 RECENT_RUNS = 24
+#: Runs per probe kept for naming the probes behind a pass-rate change.
+PROBE_WINDOW = 6
+#: A probe is named in the verdict when its pass rate over its last `PROBE_WINDOW` runs
+#: (at least two scored answers) is this far below its baseline pass rate (at most
+#: `MAX_PROBES_NAMED`, largest deficit first).
+PROBE_DEFICIT_NAMED = 0.25
+MAX_PROBES_NAMED = 5
 QUARTER_S = 90 * 86400.0
 #: A quarter of runs every 5 minutes: faster schedules (tests, demos) are calibrated as if
 #: they ran every 5 minutes, so the bootstrap stays small.
@@ -214,6 +221,7 @@ class RunValues:
         status: run status; only ``ok`` and ``partial`` runs are fed to detectors.
         reason: why a run produced nothing (for gaps).
         probes: probe hash -> (passed, scored) of this run's final observations.
+        probe_names: probe hash -> probe id (for display).
         values: metric -> value in natural units (None when the run has none).
         timeout_share: share of requests that timed out (shown, part of error_share).
         n_requests: final requests of the run.
@@ -226,6 +234,7 @@ class RunValues:
     status: str = "ok"
     reason: str | None = None
     probes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    probe_names: dict[str, str] = field(default_factory=dict)
     values: dict[str, float | None] = field(default_factory=dict)
     timeout_share: float | None = None
     n_requests: int = 0
@@ -598,6 +607,8 @@ class Monitor:
     degraded_runs: int = 0
     recent_pass: list[float] = field(default_factory=list)
     last: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    probe_recent: dict[str, list[list[int]]] = field(default_factory=dict)
+    probe_names: dict[str, str] = field(default_factory=dict)
     _open: Gap | None = None
 
     def thresholds(self, baseline: DriftBaseline, per_detector: float) -> None:
@@ -661,7 +672,19 @@ class Monitor:
         pr = run.values.get("pass_rate")
         if pr is not None:
             self.recent_pass = [*self.recent_pass, pr][-RECENT_RUNS:]
+        if errors is None or errors < DEGRADED_ERROR_SHARE:
+            self._track_probes(run, baseline)
         self.last_run_id, self.last_at = run.run_id, at
+
+    def _track_probes(self, run: RunValues, baseline: DriftBaseline) -> None:
+        """Each scored probe's (passed, scored) over its last `PROBE_WINDOW` runs, so a
+        verdict can name the prompts behind a pass-rate change."""
+        for h, (passed, scored) in run.probes.items():
+            if h not in baseline.probe_pass or scored <= 0:
+                continue
+            self.probe_recent[h] = [*self.probe_recent.get(h, []), [passed, scored]][-PROBE_WINDOW:]
+            if h in run.probe_names:
+                self.probe_names[h] = run.probe_names[h]
 
     def open_gap(self, now: datetime, baseline: DriftBaseline) -> Gap | None:
         """The gap still open at `now` (failed runs, or no run for over 1.5 intervals)."""
@@ -690,6 +713,8 @@ class Monitor:
             "degraded_runs": self.degraded_runs,
             "recent_pass": self.recent_pass,
             "last": self.last,
+            "probe_recent": self.probe_recent,
+            "probe_names": self.probe_names,
         }
 
     @classmethod
@@ -705,6 +730,11 @@ class Monitor:
             degraded_runs=int(data.get("degraded_runs", 0)),
             recent_pass=[float(x) for x in data.get("recent_pass", [])],
             last=data.get("last", {}),
+            probe_recent={
+                h: [[int(p), int(s)] for p, s in runs]
+                for h, runs in data.get("probe_recent", {}).items()
+            },
+            probe_names={h: str(n) for h, n in data.get("probe_names", {}).items()},
             _open=Gap(**data["open"]) if data.get("open") else None,
         )
 
@@ -719,13 +749,20 @@ def _natural(baseline: DriftBaseline, metric: str, hour: int, weekday: int) -> f
 
 @dataclass
 class DriftVerdict:
-    """The verdict of one (target, suite): ``ok``, ``regressed`` or ``insufficient_data``."""
+    """The verdict of one (target, suite): ``ok``, ``regressed`` or ``insufficient_data``.
+
+    `probes` names the probes whose pass rate over their last `PROBE_WINDOW` runs is at
+    least `PROBE_DEFICIT_NAMED` below their baseline pass rate, largest deficit first:
+    ``{"probe", "hash", "baseline", "recent", "passed", "scored"}``. It describes, it
+    does not test: the detectors decide.
+    """
 
     verdict: str
     needed: int = 0
     note: str = ""
     tripped: list[str] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def verdict_of(monitor: Monitor, baseline: DriftBaseline) -> DriftVerdict:
@@ -762,7 +799,32 @@ def verdict_of(monitor: Monitor, baseline: DriftBaseline) -> DriftVerdict:
             "the last run scored no probe the baseline knows (the suite changed?): "
             "pass_rate is not monitored until the baseline is re-pinned"
         )
-    return DriftVerdict("regressed" if tripped else "ok", note=note, tripped=tripped, metrics=rows)
+    return DriftVerdict(
+        "regressed" if tripped else "ok",
+        note=note,
+        tripped=tripped,
+        metrics=rows,
+        probes=_probes_below_baseline(monitor, baseline),
+    )
+
+
+def _probes_below_baseline(monitor: Monitor, baseline: DriftBaseline) -> list[dict[str, Any]]:
+    """The probes whose recent pass rate is furthest below their baseline's (see
+    `DriftVerdict`)."""
+    below = []
+    for h, runs in monitor.probe_recent.items():
+        base = baseline.probe_pass.get(h)
+        passed, scored = sum(p for p, _ in runs), sum(s for _, s in runs)
+        if base is None or scored < 2 or base - passed / scored < PROBE_DEFICIT_NAMED:
+            continue
+        below.append(
+            (base - passed / scored, monitor.probe_names.get(h, h), h, base, passed, scored)
+        )
+    below.sort(key=lambda x: (-x[0], x[1]))
+    return [
+        {"probe": name, "hash": h, "baseline": base, "recent": p / s, "passed": p, "scored": s}
+        for _, name, h, base, p, s in below[:MAX_PROBES_NAMED]
+    ]
 
 
 def baseline_shortfall(n_runs: int, span_s: float, cfg: DriftConfig) -> tuple[int, str] | None:

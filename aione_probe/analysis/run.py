@@ -123,6 +123,7 @@ def run_values(store: Store, run: SuiteRun) -> RunValues:
             entry = probes[o.probe_hash]
             entry[0] += all(v == CheckValue.passed.value for v in scored)
             entry[1] += 1
+            values.probe_names[o.probe_hash] = o.probe_id
     n = len(obs)
     values.n_requests = n
     values.probes = {k: (v[0], v[1]) for k, v in probes.items()}
@@ -349,6 +350,7 @@ def _save_drift(
             "method": "run-level CUSUM, block-bootstrap thresholds",
             "metrics": verdict.metrics,
             "tripped": verdict.tripped,
+            "probes_below_baseline": verdict.probes,
             "needed": verdict.needed,
             "note": verdict.note,
             **extra,

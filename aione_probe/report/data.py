@@ -38,6 +38,7 @@ from aione_probe.report.model import (
     Count,
     DriftDetail,
     DriftGap,
+    DriftProbe,
     EvidenceRow,
     LatencyDay,
     PassRate,
@@ -578,7 +579,8 @@ def _drift_metrics(details: dict[str, Any]) -> list[SignalRow]:
 
 
 def _drift_detail(suite: str, details: dict[str, Any]) -> DriftDetail:
-    """Tripped metrics, budget and gaps of a drift verdict's details."""
+    """Tripped metrics, probes below baseline, budget and gaps of a drift verdict's
+    details."""
     monitor = details.get("monitor") if isinstance(details.get("monitor"), dict) else {}
     gaps = [g for g in monitor.get("gaps") or [] if isinstance(g, dict)]
     if isinstance(details.get("open_gap"), dict):
@@ -605,6 +607,13 @@ def _drift_detail(suite: str, details: dict[str, Any]) -> DriftDetail:
                 reasons=", ".join(f"{k} ×{v}" for k, v in (g.get("reasons") or {}).items()),
             )
             for g in gaps[-10:]
+        ],
+        probes=[
+            DriftProbe(str(p.get("probe", "")), base, _opt_int(p.get("passed")) or 0, scored)
+            for p in details.get("probes_below_baseline") or []
+            if isinstance(p, dict)
+            and (base := _opt_float(p.get("baseline"))) is not None
+            and (scored := _opt_int(p.get("scored")))
         ],
     )
 

@@ -117,9 +117,20 @@ class DriftGap:
 
 
 @dataclass
+class DriftProbe:
+    """A probe whose recent pass rate is well below its baseline's (drift verdicts)."""
+
+    probe: str
+    baseline: float
+    passed: int
+    scored: int
+
+
+@dataclass
 class DriftDetail:
-    """One suite's drift detectors: what tripped, the gaps, and statistic / threshold over
-    time (one point per stored verdict in the period, per metric)."""
+    """One suite's drift detectors: what tripped, the probes below their baseline, the gaps,
+    and statistic / threshold over time (one point per stored verdict in the period, per
+    metric)."""
 
     suite: str
     tripped: list[str] = field(default_factory=list)
@@ -128,6 +139,7 @@ class DriftDetail:
     missed_runs: int = 0
     gaps: list[DriftGap] = field(default_factory=list)
     history: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)
+    probes: list[DriftProbe] = field(default_factory=list)
 
 
 @dataclass
