@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -73,13 +74,13 @@ from aione_probe.analysis.drift import (
     median_counting_timeouts,
     trimmed_mean_counting_timeouts,
 )
-from aione_probe.config import DriftConfig
+from aione_probe.config import DriftConfig, SuiteConfig
+from aione_probe.estimate import estimate_suite
+from aione_probe.suites import load_suite
 
 PROBES = 28
 FIXED = 20
-#: Tokens of one run of the 28-probe cheap golden subset (estimate of `check-config`:
-#: prompt characters / 4 + max_tokens).
-TOKENS_PER_RUN = 1630
+PROBES_DIR = Path(__file__).resolve().parents[1] / "probes"
 BASELINE_RUNS = round(DriftConfig().baseline_span / 3600)  # hourly runs over the default span
 QUARTER_RUNS = 90 * 24
 CHANGE_AFTER = 14 * 24
@@ -432,6 +433,17 @@ def known_change_bound(
     return [power[n - 1] for n in runs]
 
 
+def cheap_golden_tokens() -> int:
+    """Tokens of one run of the cheap golden subset (`check-config`'s estimate: prompt
+    characters / 4 plus max_tokens)."""
+    total = 0
+    for path in sorted(PROBES_DIR.glob("golden-*.toml")):
+        sc = SuiteConfig(file=str(path), interval=3600, cheap_only=True)
+        est = estimate_suite(sc, load_suite(path))
+        total += est.prompt_tokens_per_run + est.completion_tokens_per_run
+    return total
+
+
 def _within(d: np.ndarray, runs: int) -> str:
     return f"{np.mean(np.nan_to_num(d, nan=np.inf) <= runs):.0%}"
 
@@ -560,13 +572,14 @@ def main() -> None:
               "| -10 points iid: median | p90 | -10 points all together: median | p90 "
               "| -5 points iid: median | p90 |")  # fmt: skip
         print("| --- " * 11 + "|")
+        run_tokens = cheap_golden_tokens()
         for n in [PROBES, *more]:
             fa = false_alarms(rng, ALL, cfg, args.quarters, probes=n)[NEW]
             cells = []
             for drop, null in ((0.10, NULLS[0]), (0.10, ALL), (0.05, NULLS[0])):
                 d = delays(rng, cfg, args.trials, drop, 1.0, null, probes=n)[NEW][0]
                 cells.append(_delay_text(d).split(" | ", 1)[1])
-            tokens = round(TOKENS_PER_RUN * n / PROBES, -1)
+            tokens = round(run_tokens * n / PROBES, -1)
             print(f"| {n} | ~{tokens:,.0f} | {_summary(fa)} | " + " | ".join(cells) + " |",
                   flush=True)  # fmt: skip
     print(f"\n({time.perf_counter() - t0:.0f} s)")

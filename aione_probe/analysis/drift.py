@@ -657,7 +657,8 @@ class Monitor:
         arrays = RunArrays.of([run])
         hour, weekday = run.started_at.hour, int(arrays.weekdays[0])
         errors = run.values.get("error_share")
-        if errors is not None and errors >= DEGRADED_ERROR_SHARE:
+        degraded = errors is not None and errors >= DEGRADED_ERROR_SHARE
+        if degraded:
             self.degraded_runs += 1  # only the error-share detector sees it
         for metric, det in self.detectors.items():
             r = float(arrays.residuals(baseline, metric)[0])
@@ -672,7 +673,7 @@ class Monitor:
         pr = run.values.get("pass_rate")
         if pr is not None:
             self.recent_pass = [*self.recent_pass, pr][-RECENT_RUNS:]
-        if errors is None or errors < DEGRADED_ERROR_SHARE:
+        if not degraded:
             self._track_probes(run, baseline)
         self.last_run_id, self.last_at = run.run_id, at
 
@@ -815,11 +816,11 @@ def _probes_below_baseline(monitor: Monitor, baseline: DriftBaseline) -> list[di
     for h, runs in monitor.probe_recent.items():
         base = baseline.probe_pass.get(h)
         passed, scored = sum(p for p, _ in runs), sum(s for _, s in runs)
-        if base is None or scored < 2 or base - passed / scored < PROBE_DEFICIT_NAMED:
+        if base is None or scored < 2:
             continue
-        below.append(
-            (base - passed / scored, monitor.probe_names.get(h, h), h, base, passed, scored)
-        )
+        deficit = base - passed / scored
+        if deficit >= PROBE_DEFICIT_NAMED:
+            below.append((deficit, monitor.probe_names.get(h, h), h, base, passed, scored))
     below.sort(key=lambda x: (-x[0], x[1]))
     return [
         {"probe": name, "hash": h, "baseline": base, "recent": p / s, "passed": p, "scored": s}
