@@ -1,10 +1,11 @@
 """What a config will cost before it sends anything: tokens and money per day.
 
-Estimates are made offline: prompt tokens as characters / 4 (Chinese text runs denser,
-so its share is understated, and the chat template's own tokens, about 18 per request on
-SmolLM2, are left out) and completion tokens at each probe's ``max_tokens`` (which
-usually overstates them more than the prompt side understates). `check-config` prints
-them; measured spend is in the store and metrics.
+Estimates are made offline: prompt tokens as characters / 4 and completion tokens at
+each probe's ``max_tokens``. They are not bounds: Chinese text runs denser than 4
+characters a token, and the chat template's own tokens are left out (the cheap
+fingerprint run measured about 950 tokens on SmolLM2 against an estimate of 620), while
+answers that stop early cost less than their cap. `check-config` prints them; measured
+spend is in the store and metrics.
 """
 
 from __future__ import annotations
