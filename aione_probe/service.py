@@ -499,6 +499,11 @@ class Service:
             self._inflight.add(task)
             try:
                 await self.run_job(by_key[(sc.job_name, gateway, model)], scheduled=True)
+            except asyncio.CancelledError:
+                # Cancelled by `_drain` at shutdown: the run stored what it observed as
+                # "interrupted by shutdown"; re-raised, the scheduler would log a traceback
+                # for an ordinary Ctrl-C.
+                log.info("run %s on %s/%s interrupted by shutdown", sc.job_name, gateway, model)
             except Exception:
                 log.exception("run %s on %s/%s crashed", sc.job_name, gateway, model)
             finally:

@@ -123,6 +123,8 @@ def test_first_ctrl_c_gives_3_s_then_marks_interrupted_second_exits_now(tmp_path
         assert proc.returncode == 130
         assert 2.5 < first < 5.0, first  # the 3 s grace, not the 30 s drain
         assert _runs(tmp_path) == [("failed", "interrupted by shutdown")]
+        log = (tmp_path / "a.log").read_text()
+        assert "Traceback" not in log and "interrupted by shutdown" in log, log[-2000:]
 
         proc = _start(["serve", "--config", str(cfg)], tmp_path / "b.log")
         try:
